@@ -1,0 +1,102 @@
+"""Warp faces to one canonical 68-point template and back.
+
+Training crops and live crops go through exactly this code: a per-pixel regression only works if every face it
+sees sits on the same template, and the live loop must show the model the crops it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
+# or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
+STABLE_POINTS = np.arange(27, 48)
+
+TEMPLATE_PATH = Path(__file__).with_name("template_68.json")
+
+
+def load_template() -> np.ndarray:
+    """The canonical landmarks in unit-square coordinates  # [68, 2]."""
+    with open(TEMPLATE_PATH) as handle:
+        return np.asarray(json.load(handle)["landmarks"], dtype=np.float64)
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + translation taking ``source`` onto ``target`` (Umeyama 1991).
+
+    source, target  # [N, 2]; returns a 2x3 matrix for cv2.warpAffine.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    mean_source, mean_target = source.mean(0), target.mean(0)
+    centred_source, centred_target = source - mean_source, target - mean_target
+    covariance = centred_target.T @ centred_source / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # no reflections
+        sign[1, 1] = -1
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / centred_source.var(0).sum()
+    translation = mean_target - scale * rotation @ mean_source
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to points  # [N, 2]."""
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+class Aligner:
+    """Landmarks -> the matrix that maps the image onto the template crop, and the warps both ways."""
+
+    def __init__(self, resolution: int, template: np.ndarray | None = None):
+        self.resolution = resolution
+        unit_template = load_template() if template is None else template
+        self.template = unit_template * resolution  # [68, 2] in crop pixels
+
+    def matrix_for(self, landmarks: np.ndarray) -> np.ndarray:
+        """Image -> crop matrix  # [2, 3] for a face's landmarks  # [68, 2]."""
+        return similarity_transform(landmarks[STABLE_POINTS], self.template[STABLE_POINTS])
+
+    def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The aligned face  # [R, R, 3] uint8."""
+        return cv2.warpAffine(
+            image, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    def uncrop(self, crop: np.ndarray, matrix: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        """Warp a crop (or a mask) back into image space with the inverse of ``matrix``."""
+        height, width = image_shape[:2]
+        return cv2.warpAffine(
+            crop, invert_affine(matrix), (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+
+    def face_mask(self, feather: float) -> np.ndarray:
+        """Soft mask of the face in crop space  # [R, R] float32 in [0, 1].
+
+        The jaw line closes the bottom; the eyebrows are lifted by a third of the eye-to-brow-to-chin height so the
+        forehead (which moves with raised brows) is included.
+        """
+        size = self.resolution
+        jaw = self.template[0:17]
+        brows = self.template[17:27][::-1].copy()
+        eye_level = self.template[36:48, 1].mean()
+        lift = 0.35 * (jaw[8, 1] - eye_level)
+        brows[:, 1] -= lift
+        outline = np.vstack([jaw, brows]).astype(np.int32)
+        mask = np.zeros((size, size), np.float32)
+        cv2.fillConvexPoly(mask, cv2.convexHull(outline), 1.0)
+        radius = max(1, int(round(feather * size)))
+        # Erode then blur, so the feathered edge stays inside the face and never bleeds onto the background.
+        mask = cv2.erode(mask, np.ones((radius, radius), np.uint8))
+        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=radius / 2)
+        return np.clip(mask, 0.0, 1.0)

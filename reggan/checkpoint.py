@@ -1,0 +1,87 @@
+"""Checkpoints as safetensors with the model's description in the header as JSON. Loading never unpickles.
+
+The header's ``reggan`` entry holds everything needed to rebuild the Synthesizer: expressions, resolution,
+template, k, lambda, refiner width, trained stages and the version that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from reggan import __version__
+from reggan.alignment import load_template
+from reggan.networks import Synthesizer
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not fit the model it describes."""
+
+
+def describe(synthesizer: Synthesizer, **extra) -> dict:
+    return {
+        "format": "reggan-checkpoint/1",
+        "version": __version__,
+        "expressions": synthesizer.expressions[1:],
+        "resolution": synthesizer.resolution,
+        "kernel": synthesizer.regression.kernel,
+        "width": synthesizer.width,
+        "generator": synthesizer.generator,
+        "template": np.round(load_template(), 5).tolist(),
+        **extra,
+    }
+
+
+def save_synthesizer(path: str | Path, synthesizer: Synthesizer, dtype: torch.dtype = torch.float16, **extra) -> Path:
+    """Write weights (stored as ``dtype``) and metadata; atomic, so an interrupted save keeps the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: value.detach().to("cpu", dtype).contiguous() for name, value in synthesizer.state_dict().items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={"reggan": json.dumps(describe(synthesizer, **extra))})
+    partial.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON description in a checkpoint's header."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if not 0 < header_size < 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(header_size))
+        return json.loads(header["__metadata__"]["reggan"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not a reggan checkpoint (corrupt or another format): {error}") from error
+
+
+def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
+    """Rebuild the Synthesizer a checkpoint describes and load its weights as float32."""
+    metadata = read_metadata(path)
+    synthesizer = Synthesizer(
+        metadata["expressions"], metadata["resolution"], metadata["kernel"], metadata["width"],
+        metadata.get("generator", "refiner"),
+    )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
+    expected = synthesizer.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    wrong = [f"{n}: file {tuple(tensors[n].shape)} vs model {tuple(v.shape)}" for n, v in expected.items()
+             if n in tensors and tensors[n].shape != v.shape]
+    if missing or wrong:
+        detail = "; ".join((["missing " + ", ".join(missing[:5])] if missing else []) + wrong[:5])
+        raise CheckpointError(f"{path} does not match the model its header describes: {detail}")
+    synthesizer.load_state_dict({name: value.float() for name, value in tensors.items()})
+    synthesizer.metadata = metadata
+    return synthesizer.to(device).eval()

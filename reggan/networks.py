@@ -1,0 +1,154 @@
+"""The RegGAN networks: the refiner (generator) and the discriminator, plus the Synthesizer that is exported.
+
+Refiner: takes the neutral face, the coarse expressive face from the regression layer and the target label, and
+predicts a residual on top of the coarse face ("ultimate skip"), so it only has to add what the linear layer
+cannot: realistic teeth, wrinkles, sharp edges. It has no normalisation layers at all: InstanceNorm is known to
+turn FP16 engines of StarGAN-family generators black or NaN, and a residual generator this small trains fine
+without one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from reggan.regression import LocalRegression
+
+
+def conv_down(channels_in: int, channels_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
+
+
+def conv_up(channels_in: int, channels_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(channels, channels, 3, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Refiner(nn.Module):
+    """U-Net with three stride-2 levels; input [face, coarse, label planes], output coarse + residual."""
+
+    uses_coarse = True
+
+    def __init__(self, num_labels: int, width: int = 32, residual_blocks: int = 2):
+        super().__init__()
+        self.num_labels = num_labels
+        self.down1 = conv_down(6 + num_labels, width)  # R/2
+        self.down2 = conv_down(width, 2 * width)  # R/4
+        self.down3 = conv_down(2 * width, 3 * width)  # R/8
+        self.middle = nn.Sequential(*[ResidualBlock(3 * width) for _ in range(residual_blocks)])
+        self.up3 = conv_up(3 * width, 2 * width)  # R/4
+        self.up2 = conv_up(4 * width, width)  # R/2
+        self.up1 = conv_up(2 * width, width // 2)  # R
+        self.to_residual = nn.Conv2d(width // 2, 3, 3, 1, 1)
+
+    def forward(self, face: torch.Tensor, coarse: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """face, coarse  # [B, 3, R, R] in [0, 1]; label  # [B] int64 -> refined face  # [B, 3, R, R]."""
+        batch, _, height, width = face.shape
+        # A comparison instead of F.one_hot: one_hot syncs with the device (breaking CUDA graphs) and exports worse.
+        classes = torch.arange(self.num_labels, device=label.device)
+        one_hot = (label[:, None] == classes[None, :]).to(face.dtype)
+        planes = one_hot[:, :, None, None].expand(-1, -1, height, width)
+        x = torch.cat([face * 2 - 1, coarse * 2 - 1, planes], dim=1)
+        d1 = self.down1(x)
+        d2 = self.down2(d1)
+        d3 = self.middle(self.down3(d2))
+        u3 = self.up3(d3)
+        u2 = self.up2(torch.cat([u3, d2], dim=1))
+        u1 = self.up1(torch.cat([u2, d1], dim=1))
+        return coarse + torch.tanh(self.to_residual(u1))
+
+
+class StarGANGenerator(nn.Module):
+    """The competitor we retrain for comparison: a StarGAN-style conditional generator in the US-GAN variant
+    (Akram & Khan: one residual block and a skip from the input to the output). It sees only the face and the
+    label; the ``coarse`` argument is accepted and ignored so both generators share one training loop.
+    """
+
+    uses_coarse = False
+
+    def __init__(self, num_labels: int, width: int = 32):
+        super().__init__()
+        self.num_labels = num_labels
+        act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        self.body = nn.Sequential(
+            nn.Conv2d(3 + num_labels, width, 7, 1, 3), act(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), act(),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), act(),
+            ResidualBlock(4 * width),
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), act(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), act(),
+            nn.Conv2d(width, 3, 7, 1, 3),
+        )
+
+    def forward(self, face: torch.Tensor, coarse: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        height, width = face.shape[-2:]
+        classes = torch.arange(self.num_labels, device=label.device)
+        planes = (label[:, None] == classes[None, :]).to(face.dtype)[:, :, None, None].expand(-1, -1, height, width)
+        return face + torch.tanh(self.body(torch.cat([face * 2 - 1, planes], dim=1)))
+
+
+GENERATORS = {"refiner": Refiner, "stargan": StarGANGenerator}
+
+
+class Discriminator(nn.Module):
+    """PatchGAN with an expression-classification head (StarGAN / US-GAN style), spectral-normalised."""
+
+    def __init__(self, num_labels: int, resolution: int, width: int = 64, levels: int = 5):
+        super().__init__()
+        layers, channels = [], 3
+        for level in range(levels):
+            out = min(width * 2**level, 512)
+            layers += [spectral_norm(nn.Conv2d(channels, out, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            channels = out
+        self.trunk = nn.Sequential(*layers)
+        self.real_or_fake = spectral_norm(nn.Conv2d(channels, 1, 3, 1, 1))  # one logit per patch
+        self.classify = nn.Conv2d(channels, num_labels, resolution // 2**levels)  # one logit per label
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image  # [B, 3, R, R] in [0, 1] -> patch logits  # [B, 1, R/32, R/32], label logits  # [B, L]."""
+        features = self.trunk(image * 2 - 1)
+        return self.real_or_fake(features), self.classify(features).flatten(1)
+
+
+class Synthesizer(nn.Module):
+    """The whole per-face model: regression layer -> refiner -> intensity blend. This is what is exported.
+
+    Label 0 is neutral: its output is exactly the input. ``intensity`` blends between the input (0) and the full
+    expression (1); callers clamp it (values a little above 1 exaggerate).
+    """
+
+    def __init__(
+        self, expressions: list[str], resolution: int, kernel: int = 3, width: int = 32, generator: str = "refiner"
+    ):
+        super().__init__()
+        self.expressions = ["neutral", *expressions]
+        self.resolution = resolution
+        self.generator = generator
+        self.width = width
+        self.regression = LocalRegression(len(expressions), resolution, kernel)
+        self.refiner = GENERATORS[generator](len(self.expressions), width)
+
+    def forward(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+        """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R]."""
+        coarse = self.regression(face, expression) if self.refiner.uses_coarse else face
+        refined = self.refiner(face, coarse, expression)
+        strength = (intensity * (expression > 0).to(face.dtype))[:, None, None, None]
+        return torch.clamp(face + strength * (refined - face), 0.0, 1.0)
+
+    def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+        """The regression-only ablation (the intermediate representation), same blending as ``forward``."""
+        coarse = self.regression(face, expression)
+        strength = (intensity * (expression > 0).to(face.dtype))[:, None, None, None]
+        return torch.clamp(face + strength * (coarse - face), 0.0, 1.0)

@@ -1,0 +1,1 @@
+"""Training: dataset readers -> prepare (align, cache) -> fit regression -> train refiner -> evaluate."""

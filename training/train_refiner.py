@@ -1,0 +1,229 @@
+"""Stage 2, ``reggan train refine``: train the refiner against a PatchGAN discriminator, regression layer frozen.
+
+Losses (weights in config.toml [refine]):
+  generator:     hinge adversarial + expression classification by the discriminator's head
+                 + L1 to the real expressive photo of the same person
+                 + identity: L1 between 8x-downsampled output and input (keeps skin tone, face shape and lighting,
+                   which an expression does not change)
+  discriminator: hinge real/fake + classification of real photos (the expressive targets and the neutral inputs)
+Runs the same on CPU and CUDA (bf16 autocast there); under torchrun each process trains on its own shard of the
+batch with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from reggan.images import read_rgb, write_rgb
+from reggan.networks import Discriminator, Synthesizer
+
+
+class PairBank:
+    """All training crops in one uint8 tensor  # [P, R, R, 3] on the device, plus (neutral, target, label) rows."""
+
+    def __init__(self, rows: list[dict], expressions: list[str], device: torch.device):
+        labels = {name: index for index, name in enumerate(["neutral", *expressions])}
+        rows = [row for row in rows if row["expression"] in labels]
+        if not rows:
+            raise ValueError("no training pairs for the configured expressions: run `reggan prepare` first")
+        photos = sorted({str(row["neutral"]) for row in rows} | {str(row["target"]) for row in rows})
+        index_of = {photo: i for i, photo in enumerate(photos)}
+        self.images = torch.from_numpy(np.stack([read_rgb(p) for p in photos])).to(device)
+        self.neutral = torch.tensor([index_of[str(r["neutral"])] for r in rows], device=device)
+        self.target = torch.tensor([index_of[str(r["target"])] for r in rows], device=device)
+        self.label = torch.tensor([labels[r["expression"]] for r in rows], device=device)
+        # Sample expressions uniformly (happy has 9x the pairs of fearful), then a pair within the expression.
+        counts = torch.bincount(self.label, minlength=len(labels)).float()
+        self.weights = (1.0 / counts.clamp(min=1))[self.label]
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """neutral, target  # [B, 3, R, R] in [0, 1]; label  # [B], with random horizontal flips."""
+        picks = torch.multinomial(self.weights.cpu(), batch, replacement=True, generator=generator).to(self.label.device)
+        neutral = self.images[self.neutral[picks]].permute(0, 3, 1, 2).float() / 255
+        target = self.images[self.target[picks]].permute(0, 3, 1, 2).float() / 255
+        flip = (torch.rand(batch, generator=generator) < 0.5).to(neutral.device)[:, None, None, None]
+        neutral = torch.where(flip, neutral.flip(-1), neutral)
+        target = torch.where(flip, target.flip(-1), target)
+        return neutral, target, self.label[picks]
+
+
+def low_pass(image: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(image, 8)
+
+
+class RefinerTraining:
+    """Holds the networks and optimisers; ``step`` runs one discriminator and one generator update."""
+
+    def __init__(self, synthesizer: Synthesizer, settings: dict, device: torch.device):
+        self.settings = settings
+        self.device = device
+        self.synthesizer = synthesizer.to(device)
+        self.synthesizer.regression.requires_grad_(False)
+        self.refiner = self.synthesizer.refiner
+        self.discriminator = Discriminator(len(synthesizer.expressions), synthesizer.resolution).to(device)
+        self.generator_refiner = self.refiner
+        self.discriminator_model = self.discriminator
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.generator_refiner = DistributedDataParallel(self.refiner)
+            self.discriminator_model = DistributedDataParallel(self.discriminator)
+        betas = (0.5, 0.999)
+        self.optimizer_g = torch.optim.Adam(self.refiner.parameters(), settings["lr_generator"], betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), settings["lr_discriminator"], betas=betas)
+        self.step_count = 0
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+            "cpu", enabled=False
+        )
+
+    def step(self, neutral: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        s = self.settings
+        with torch.no_grad():
+            coarse = self.synthesizer.regression(neutral, label)
+        with self.autocast:
+            fake = self.generator_refiner(neutral, coarse, label)
+            # Discriminator: real expressive photos and real neutral photos are real; refined faces are fake.
+            real_logits, real_classes = self.discriminator_model(torch.cat([target, neutral]))
+            fake_logits, _ = self.discriminator_model(fake.detach().clamp(0, 1))
+            real_labels = torch.cat([label, torch.zeros_like(label)])
+            loss_d_adv = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+            loss_d_cls = F.cross_entropy(real_classes.float(), real_labels)
+            loss_d = loss_d_adv + s["loss_classification"] * loss_d_cls
+        self.optimizer_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.optimizer_d.step()
+
+        with self.autocast:
+            fake_logits, fake_classes = self.discriminator_model(fake.clamp(0, 1))
+            loss_g_adv = -fake_logits.float().mean()
+            loss_g_cls = F.cross_entropy(fake_classes.float(), label)
+            loss_l1 = (fake.float() - target).abs().mean()
+            loss_identity = (low_pass(fake.float()) - low_pass(neutral)).abs().mean()
+            loss_g = (
+                s["loss_adversarial"] * loss_g_adv
+                + s["loss_classification"] * loss_g_cls
+                + s["loss_l1"] * loss_l1
+                + s["loss_identity"] * loss_identity
+            )
+        self.optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizer_g.step()
+        self.step_count += 1
+        return {
+            "d_adv": loss_d_adv.item(), "d_cls": loss_d_cls.item(), "g_adv": loss_g_adv.item(),
+            "g_cls": loss_g_cls.item(), "l1": loss_l1.item(), "id": loss_identity.item(),
+        }
+
+    # Resumable state: every tensor (weights and Adam moments) in one safetensors file, the rest as JSON.
+    def save_state(self, path: Path) -> None:
+        tensors, plain = {}, {"step": self.step_count}
+        for prefix, module in (("refiner", self.refiner), ("discriminator", self.discriminator)):
+            for name, value in module.state_dict().items():
+                tensors[f"{prefix}.{name}"] = value.detach().cpu().contiguous()
+        for prefix, optimizer in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
+            state = optimizer.state_dict()
+            plain[prefix] = {"param_groups": state["param_groups"], "keys": {}}
+            for index, slots in state["state"].items():
+                for slot, value in slots.items():
+                    key = f"{prefix}.{index}.{slot}"
+                    tensors[key] = torch.as_tensor(value).detach().cpu().contiguous()
+                    plain[prefix]["keys"].setdefault(str(index), []).append(slot)
+        partial = path.with_name(path.name + ".partial")
+        save_file(tensors, str(partial), metadata={"training": json.dumps(plain)})
+        partial.replace(path)
+
+    def load_state(self, path: Path) -> None:
+        tensors = load_file(str(path))
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        plain = json.loads(header["__metadata__"]["training"])
+        for prefix, module in (("refiner", self.refiner), ("discriminator", self.discriminator)):
+            module.load_state_dict({n[len(prefix) + 1 :]: v for n, v in tensors.items() if n.startswith(prefix + ".")})
+        for prefix, optimizer in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
+            state = {
+                int(index): {slot: tensors[f"{prefix}.{index}.{slot}"].to(self.device) for slot in slots}
+                for index, slots in plain[prefix]["keys"].items()
+            }
+            for slots in state.values():
+                if "step" in slots:
+                    slots["step"] = slots["step"].cpu()
+            optimizer.load_state_dict({"state": state, "param_groups": plain[prefix]["param_groups"]})
+        self.step_count = plain["step"]
+
+
+def sample_grid(synthesizer: Synthesizer, neutral: torch.Tensor) -> np.ndarray:
+    """Rows: faces; columns: input, then every expression (coarse above refined)  # [H, W, 3] uint8."""
+    rows = []
+    with torch.no_grad():
+        for face in neutral[:4]:
+            face = face[None]
+            coarse_row, refined_row = [face], [face]
+            for label in range(1, len(synthesizer.expressions)):
+                expression, intensity = torch.tensor([label], device=face.device), torch.ones(1, device=face.device)
+                coarse_row.append(synthesizer.coarse_only(face, expression, intensity))
+                refined_row.append(synthesizer(face, expression, intensity))
+            rows += [torch.cat(coarse_row, 3), torch.cat(refined_row, 3)]
+    grid = torch.cat(rows, 2)[0].permute(1, 2, 0).float().cpu().numpy()
+    return (grid * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def train_refiner(
+    synthesizer: Synthesizer, rows: list[dict], settings: dict, out_dir: Path, device: str = "cpu",
+    resume: bool = True, max_minutes: float | None = None, on_checkpoint=None,
+) -> Synthesizer:
+    """Train ``synthesizer.refiner`` in place; state and sample grids go to ``out_dir``."""
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = 0
+    if distributed:
+        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
+        rank = torch.distributed.get_rank()
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch_device = torch.device(device, int(os.environ.get("LOCAL_RANK", 0))) if device == "cuda" else torch.device(device)
+    torch.manual_seed(settings["seed"] + rank)
+    generator = torch.Generator().manual_seed(settings["seed"] + rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bank = PairBank(rows, synthesizer.expressions[1:], torch_device)
+    training = RefinerTraining(synthesizer, settings, torch_device)
+    state_path = out_dir / "training_state.safetensors"
+    if resume and state_path.is_file():
+        training.load_state(state_path)
+        print(f"resumed from {state_path} at step {training.step_count}")
+    fixed_neutral, _, _ = bank.sample(4, torch.Generator().manual_seed(1))
+    started = time.perf_counter()
+    progress = tqdm(
+        range(training.step_count, settings["steps"]), desc="refine", unit="step", disable=rank != 0, mininterval=5
+    )
+    log = open(out_dir / "losses.jsonl", "a") if rank == 0 else None
+    for step in progress:
+        losses = training.step(*bank.sample(settings["batch"], generator))
+        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        done = step + 1
+        out_of_time = max_minutes is not None and time.perf_counter() - started > max_minutes * 60
+        if rank == 0:
+            if done % 50 == 0:
+                log.write(json.dumps({"step": done, **losses}) + "\n")
+                log.flush()
+            if done % settings["sample_every"] == 0 or done == settings["steps"] or out_of_time:
+                synthesizer.eval()
+                write_rgb(out_dir / f"samples_{done:06d}.png", sample_grid(synthesizer, fixed_neutral))
+                synthesizer.train()
+            if done % settings["checkpoint_every"] == 0 or done == settings["steps"] or out_of_time:
+                training.save_state(state_path)
+                if on_checkpoint:
+                    on_checkpoint(synthesizer, done)
+        if out_of_time:
+            print(f"stopping after {max_minutes} minutes at step {done}; resume with the same command")
+            break
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return synthesizer.eval()
