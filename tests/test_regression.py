@@ -1,0 +1,75 @@
+"""The closed-form ridge fit of the local regression layer."""
+
+from __future__ import annotations
+
+import torch
+
+from reggan.regression import LocalRegression, pixel_major_patches
+from training.fit_regression import RidgeAccumulator
+
+
+def random_local_map(channels: int, size: int, kernel: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(channels, kernel * kernel, size, size, generator=generator) * 0.3
+    bias = torch.randn(channels, size, size, generator=generator) * 0.1
+    return weight, bias
+
+
+def apply_map(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, kernel: int) -> torch.Tensor:
+    layer = LocalRegression(1, images.shape[-1], kernel, images.shape[1])
+    with torch.no_grad():
+        layer.weight[1], layer.bias[1] = weight, bias
+        return layer(images, torch.ones(len(images), dtype=torch.long))
+
+
+def test_patches_are_pixel_major_neighbourhoods():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    patches = pixel_major_patches(images, 3)  # [C, H, W, N, 9]
+    assert patches.shape == (1, 4, 4, 2, 9)
+    assert patches.is_contiguous()
+    # Centre tap is the pixel itself; the tap to its right is the next column.
+    assert torch.equal(patches[0, 1, 1, :, 4], images[:, 0, 1, 1])
+    assert torch.equal(patches[0, 1, 1, :, 5], images[:, 0, 1, 2])
+    # Borders replicate.
+    assert torch.equal(patches[0, 0, 0, :, 0], images[:, 0, 0, 0])
+
+
+def test_fit_recovers_a_known_local_linear_map_exactly():
+    kernel, size = 3, 8
+    weight, bias = random_local_map(3, size, kernel)
+    inputs = torch.rand(40, 3, size, size, generator=torch.Generator().manual_seed(1))
+    targets = apply_map(inputs, weight, bias, kernel)
+    accumulator = RidgeAccumulator(3, size, kernel)
+    accumulator.add(inputs, targets)
+    # A vanishing penalty: border pixels repeat taps (replicate padding), so their weights are not unique there.
+    fitted_weight, fitted_bias = accumulator.solve(ridge_lambda=1e-9)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(fitted_weight[inner], weight[inner], atol=1e-4)
+    assert torch.allclose(fitted_bias[:, 1:-1, 1:-1], bias[:, 1:-1, 1:-1], atol=1e-4)
+    # And the layer with the fitted weights reproduces the targets.
+    assert torch.allclose(apply_map(inputs, fitted_weight, fitted_bias, kernel), targets, atol=1e-4)
+
+
+def test_streaming_fit_equals_one_shot_fit():
+    kernel, size = 3, 6
+    inputs = torch.rand(30, 3, size, size, generator=torch.Generator().manual_seed(2))
+    targets = torch.rand(30, 3, size, size, generator=torch.Generator().manual_seed(3))
+    one_shot = RidgeAccumulator(3, size, kernel)
+    one_shot.add(inputs, targets)
+    streamed = RidgeAccumulator(3, size, kernel)
+    for start in range(0, 30, 7):
+        streamed.add(inputs[start : start + 7], targets[start : start + 7])
+    for expected, got in zip(one_shot.solve(0.4), streamed.solve(0.4)):
+        assert torch.allclose(expected, got, atol=1e-6)
+    assert streamed.count == 30
+
+
+def test_ridge_penalty_shrinks_weights_towards_zero():
+    kernel, size = 3, 4
+    inputs = torch.rand(12, 3, size, size, generator=torch.Generator().manual_seed(4))
+    targets = inputs.flip(-1)
+    accumulator = RidgeAccumulator(3, size, kernel)
+    accumulator.add(inputs, targets)
+    loose, _ = accumulator.solve(0.0001)
+    tight, _ = accumulator.solve(100.0)
+    assert tight.abs().mean() < loose.abs().mean()
