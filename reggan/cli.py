@@ -33,6 +33,16 @@ EXAMPLES = {
     "eval": """examples:
   reggan eval                                      # held-out people of the prepared data -> docs/eval
   reggan eval --baseline stargan=cache/stargan.safetensors --out docs/eval""",
+    "animate": """examples:
+  reggan animate avatar.png -o avatar.mp4 --program neutral:1,happy:2,surprised:2
+  reggan animate painting.jpg -o smile.mp4 --program neutral:0.5,happy:3 --intensity 0.8 --fps 25""",
+    "export": """examples:
+  reggan export onnx                               # bundled model -> ~/.cache/reggan/..., parity-checked
+  reggan export onnx --checkpoint my.safetensors -o my.onnx
+  reggan export tensorrt --fp16                    # needs TensorRT 10 and an NVIDIA GPU""",
+    "bench": """examples:
+  reggan bench                                     # torch and onnxruntime on the CPU
+  reggan bench --device cuda --backends torch tensorrt --json bench.json""",
     "info": """examples:
   reggan info                                      # describe the bundled default model
   reggan info --checkpoint my_model.safetensors""",
@@ -79,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["cpu", "cuda"])
     train.add_argument("--generator", choices=["refiner", "stargan"], default="refiner",
                        help="stargan trains the StarGAN-style competitor with the same losses, for comparison")
+    for key in ("loss_l1", "loss_coarse", "loss_adversarial", "loss_classification", "loss_identity",
+                "lr_generator", "lr_discriminator"):
+        train.add_argument("--" + key.replace("_", "-"), type=float, help=f"[refine].{key}")
+    train.add_argument("--coarse-pool", type=int, help="[refine].coarse_pool")
+    train.add_argument("--init-refiner", help="start stage 2 from these refiner weights (a checkpoint or refiner file)")
     train.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long; rerun to resume")
 
     edit = command("edit", "change the expression of the faces in a photo")
@@ -89,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--checkpoint", help="model (default: the bundled one)")
     edit.add_argument("--tracker", choices=["dlib", "face-alignment"])
     edit.add_argument("--device", choices=["cpu", "cuda"])
+    edit.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
 
     evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
     evaluate.add_argument("--prepared", help="prepared data folder (its 'eval' split is used)")
@@ -96,6 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline", action="append", default=[], metavar="NAME=CHECKPOINT",
                           help="another checkpoint to score as its own row")
     evaluate.add_argument("--out", default="docs/eval", help="folder for eval.md and eval.json")
+
+    animate = command("animate", "animate a still face with an expression program, to a video file")
+    animate.add_argument("image")
+    animate.add_argument("-o", "--out", required=True, help="output video (.mp4, .mkv, .webm)")
+    animate.add_argument("--program", required=True, help="EXPRESSION:SECONDS,... e.g. neutral:1,happy:2")
+    animate.add_argument("--intensity", type=float)
+    animate.add_argument("--ramp", type=float, default=0.4, help="seconds to cross-fade between expressions")
+    animate.add_argument("--fps", type=float, default=30.0)
+    animate.add_argument("--codec", choices=["h264", "vp9", "av1"], default="h264")
+    animate.add_argument("--checkpoint")
+    animate.add_argument("--tracker", choices=["dlib", "face-alignment"])
+    animate.add_argument("--device", choices=["cpu", "cuda"])
+    animate.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+
+    export = command("export", "export the synthesizer to ONNX (checked against PyTorch) or a TensorRT engine")
+    export.add_argument("format", choices=["onnx", "tensorrt"])
+    export.add_argument("--checkpoint")
+    export.add_argument("-o", "--out", help="ONNX file (default: the cache folder the backends read)")
+    export.add_argument("--check-forward", action="store_true", default=True,
+                        help="compare the export with PyTorch and fail above --tolerance (always on)")
+    export.add_argument("--tolerance", type=float, default=1e-4)
+    export.add_argument("--fp16", action="store_true", help="TensorRT: build an FP16 engine (reductions stay FP32)")
+
+    bench = command("bench", "synthesizer throughput and latency per backend at batch 1, 8 and 32")
+    bench.add_argument("--checkpoint")
+    bench.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    bench.add_argument("--device", choices=["cpu", "cuda"])
+    bench.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--json", help="also write the results here")
 
     info = command("info", "describe a checkpoint")
     info.add_argument("--checkpoint")
@@ -141,7 +187,9 @@ def run_train(args, config):
     from training.prepare import read_manifest
     from training.train_refiner import train_refiner
 
-    config = with_overrides(config, "refine", {"steps": args.steps, "batch": args.batch})
+    refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
+                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool")
+    config = with_overrides(config, "refine", {key: getattr(args, key) for key in refine_keys})
     device = args.device or config["runtime"]["device"]
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
@@ -149,6 +197,8 @@ def run_train(args, config):
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
                               generator=args.generator)
     synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    if args.init_refiner:
+        synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
     out = resolve_path(args.out or config["model"]["checkpoint"])
     meta = {"stages": ["regression", "refine"], "ridge_lambda": stage1.metadata.get("ridge_lambda"),
             "training_command": "reggan " + shlex.join(sys.argv[1:])}
@@ -161,23 +211,58 @@ def run_train(args, config):
     print(f"wrote {out}")
 
 
+def refiner_weights(path: Path) -> dict:
+    """Refiner tensors from a full checkpoint (``refiner.*`` entries) or a refiner-only safetensors file."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    prefixed = {name[len("refiner."):]: value.float() for name, value in tensors.items() if name.startswith("refiner.")}
+    return prefixed or {name: value.float() for name, value in tensors.items()}
+
+
 def load_model(config, args):
     from reggan.checkpoint import load_synthesizer
 
     return load_synthesizer(checkpoint_path(config, args.checkpoint), args.device or config["runtime"]["device"])
 
 
-def run_edit(args, config):
+def make_editor(config, args):
+    from reggan.backends import make_backend
     from reggan.editor import PhotoEditor
-    from reggan.images import read_rgb, write_rgb
     from reggan.trackers import make_tracker
 
-    image = read_rgb(args.photo)
-    synthesizer = load_model(config, args)
+    device = args.device or config["runtime"]["device"]
+    backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args),
+                           checkpoint_path(config, args.checkpoint), device)
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
-    edit = config["edit"]
-    editor = PhotoEditor(synthesizer, tracker, edit["feather"], edit["max_intensity"])
-    intensity = edit["intensity"] if args.intensity is None else args.intensity
+    return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"])
+
+
+def clamped_intensity(config, args) -> float:
+    intensity = config["edit"]["intensity"] if args.intensity is None else args.intensity
+    return float(min(max(intensity, 0.0), config["edit"]["max_intensity"]))
+
+
+def run_animate(args, config):
+    from live.animate import animate_still
+    from live.program import ExpressionProgram, parse_program
+    from live.sinks import VideoFileSink
+    from reggan.images import read_rgb
+
+    image = read_rgb(args.image)
+    program = ExpressionProgram(parse_program(args.program), args.ramp, clamped_intensity(config, args))
+    editor = make_editor(config, args)
+    with VideoFileSink(args.out, args.fps, args.codec) as sink:
+        frames = animate_still(image, editor, program, args.fps, sink)
+    print(f"wrote {args.out} ({frames} frames, {program.duration:.1f} s)")
+
+
+def run_edit(args, config):
+    from reggan.images import read_rgb, write_rgb
+
+    image = read_rgb(args.photo)
+    editor = make_editor(config, args)
+    intensity = clamped_intensity(config, args)
     if args.expression == "all":
         result = editor.strip(image, intensity)
     else:
@@ -207,6 +292,56 @@ def run_eval(args, config):
     print(f"wrote {report}")
 
 
+def run_export(args, config):
+    from reggan.backends import exported_paths
+
+    checkpoint = checkpoint_path(config, args.checkpoint)
+    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu"))
+    paths = exported_paths(checkpoint)
+    if args.format == "onnx":
+        from export.onnx_export import check_forward, export_onnx
+
+        out = Path(args.out) if args.out else paths["onnx"]
+        export_onnx(synthesizer, out)
+        print(f"wrote {out}; checking it against PyTorch:")
+        error = check_forward(synthesizer, out, tolerance=args.tolerance)
+        print(f"parity OK: max |error| {error:.2e} <= {args.tolerance:.0e}")
+        return
+    from export.tensorrt_build import TensorRTUnavailable, build_engine, require_tensorrt
+
+    try:
+        require_tensorrt()
+    except TensorRTUnavailable as why:
+        raise UserError(str(why)) from why
+    from reggan.backends import TensorRTBackend, ensure_onnx
+
+    engine = build_engine(ensure_onnx(synthesizer, checkpoint), paths["engine_dir"], synthesizer.resolution,
+                          args.fp16)
+    print(f"engine: {engine}; checking it against PyTorch FP32:")
+    from export.onnx_export import example_inputs
+
+    face, expression, intensity = example_inputs(synthesizer, 4)
+    import torch
+
+    with torch.no_grad():
+        expected = synthesizer(face, expression, intensity).numpy()
+    got = TensorRTBackend(synthesizer, engine)(face.numpy(), expression.numpy(), intensity.numpy())
+    error = float(abs(got - expected).max())
+    limit = 2e-2 if args.fp16 else args.tolerance
+    print(f"max |TensorRT - torch FP32| = {error:.2e} (limit {limit:.0e})")
+    if error > limit:
+        raise UserError(f"the TensorRT engine differs from PyTorch by {error:.2e}")
+
+
+def run_bench(args, config):
+    from export.benchmark import run_synthesizer_benchmark
+
+    device = args.device or config["runtime"]["device"]
+    run_synthesizer_benchmark(load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu")),
+                              checkpoint_path(config, args.checkpoint), args.backends, device, args.batches,
+                              args.repeats, args.json)
+
+
 def run_info(args, config):
     import json
 
@@ -217,7 +352,8 @@ def run_info(args, config):
     print(json.dumps(metadata, indent=1))
 
 
-HANDLERS = {"prepare": run_prepare, "train": run_train, "edit": run_edit, "eval": run_eval, "info": run_info}
+HANDLERS = {"prepare": run_prepare, "train": run_train, "edit": run_edit, "animate": run_animate, "eval": run_eval,
+            "export": run_export, "bench": run_bench, "info": run_info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,10 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     from reggan.checkpoint import CheckpointError
     from reggan.editor import NoFaceError
     from reggan.images import ImageReadError
+    from reggan.backends import BackendUnavailable
     from reggan.trackers import TrackerUnavailable
 
-    expected = (UserError, CheckpointError, NoFaceError, ImageReadError, TrackerUnavailable, FileNotFoundError,
-                ValueError)
+    expected = (UserError, CheckpointError, NoFaceError, ImageReadError, TrackerUnavailable, BackendUnavailable,
+                FileNotFoundError, ValueError)
     try:
         config = load_config(args.config)
         HANDLERS[args.command](args, config)

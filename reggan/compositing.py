@@ -1,6 +1,9 @@
 """Paste a synthesized crop back into the full image through a feathered face mask.
 
-The mask is warped with the same matrix as the crop, so mask and face can never drift apart.
+What is pasted is the *change* (synthesized crop minus the crop it came from), warped back and added to the
+original pixels: where the expression changes nothing, the photo keeps its full resolution instead of a crop
+resampled twice, and intensity 0 gives back the input exactly. The mask is warped with the same matrix as the
+crop, so mask and face can never drift apart.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ class FeatheredCompositor:
         self.aligner = aligner
         self.mask = aligner.face_mask(feather)  # [R, R] float32, built once
 
-    def paste(self, image: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """image  # [H, W, 3] uint8, crop  # [R, R, 3] uint8, matrix: image -> crop  # [2, 3] -> new image."""
-        face = self.aligner.uncrop(crop, matrix, image.shape).astype(np.float32)
-        alpha = self.aligner.uncrop(self.mask, matrix, image.shape)[..., None]
-        blended = image.astype(np.float32) * (1.0 - alpha) + face * alpha
-        return blended.round().clip(0, 255).astype(np.uint8)
+    def paste(self, image: np.ndarray, before: np.ndarray, after: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """image  # [H, W, 3] uint8; before, after: the crop and its synthesized version  # [R, R, 3] uint8;
+        matrix: image -> crop  # [2, 3]. Returns the new image."""
+        change = after.astype(np.float32) - before.astype(np.float32)
+        weighted = change * self.mask[..., None]
+        back = self.aligner.uncrop(weighted, matrix, image.shape)
+        return (image.astype(np.float32) + back).round().clip(0, 255).astype(np.uint8)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from reggan.alignment import Aligner
 from reggan.compositing import FeatheredCompositor
-from reggan.networks import Synthesizer
 from reggan.trackers import find_faces
 
 
@@ -16,21 +14,20 @@ class NoFaceError(ValueError):
 
 
 class PhotoEditor:
-    def __init__(self, synthesizer: Synthesizer, tracker, feather: float = 0.08, max_intensity: float = 1.5,
-                 max_faces: int = 8):
-        self.synthesizer = synthesizer
+    def __init__(self, backend, tracker, feather: float = 0.08, max_intensity: float = 1.5, max_faces: int = 8):
+        """backend: any of reggan.backends (or a callable with .expressions and .resolution)."""
+        self.backend = backend
+        self.expressions = backend.expressions
         self.tracker = tracker
-        self.aligner = Aligner(synthesizer.resolution)
+        self.aligner = Aligner(backend.resolution)
         self.compositor = FeatheredCompositor(self.aligner, feather)
         self.max_intensity = max_intensity
         self.max_faces = max_faces
 
     def label_of(self, expression: str) -> int:
-        if expression not in self.synthesizer.expressions:
-            raise ValueError(
-                f"unknown expression {expression!r}; this model knows {', '.join(self.synthesizer.expressions)}"
-            )
-        return self.synthesizer.expressions.index(expression)
+        if expression not in self.expressions:
+            raise ValueError(f"unknown expression {expression!r}; this model knows {', '.join(self.expressions)}")
+        return self.expressions.index(expression)
 
     def locate(self, image: np.ndarray) -> list[np.ndarray]:
         """Image -> face matrices (image -> crop), largest face first; NoFaceError when there is none."""
@@ -41,37 +38,54 @@ class PhotoEditor:
 
     def synthesize_crops(self, crops: list[np.ndarray], expression: str, intensity: float) -> list[np.ndarray]:
         """Aligned uint8 crops -> synthesized uint8 crops, all in one batch."""
-        device = next(self.synthesizer.parameters()).device
-        faces = torch.from_numpy(np.stack(crops)).to(device).permute(0, 3, 1, 2).float() / 255
-        labels = torch.full((len(crops),), self.label_of(expression), dtype=torch.long, device=device)
-        strength = float(np.clip(intensity, 0.0, self.max_intensity))
-        with torch.inference_mode():
-            out = self.synthesizer(faces, labels, torch.full((len(crops),), strength, device=device))
-        return list((out.permute(0, 2, 3, 1).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8))
+        faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
+        labels = np.full(len(crops), self.label_of(expression), dtype=np.int64)
+        strength = np.full(len(crops), np.clip(intensity, 0.0, self.max_intensity), dtype=np.float32)
+        out = self.backend(faces, labels, strength)
+        return list((out.transpose(0, 2, 3, 1) * 255).round().clip(0, 255).astype(np.uint8))
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,
              matrices: list[np.ndarray] | None = None) -> np.ndarray:
         """Every found face of ``image`` given ``expression``; the rest of the image is untouched."""
         matrices = matrices if matrices is not None else self.locate(image)
         crops = [self.aligner.crop(image, matrix) for matrix in matrices]
+        return self.paste_all(image, crops, self.synthesize_crops(crops, expression, intensity), matrices)
+
+    def paste_all(self, image: np.ndarray, before: list[np.ndarray], after: list[np.ndarray],
+                  matrices: list[np.ndarray]) -> np.ndarray:
         result = image
-        for crop, matrix in zip(self.synthesize_crops(crops, expression, intensity), matrices):
-            result = self.compositor.paste(result, crop, matrix)
+        for old, new, matrix in zip(before, after, matrices):
+            result = self.compositor.paste(result, old, new, matrix)
         return result
+
 
     def strip(self, image: np.ndarray, intensity: float = 1.0, height: int = 320) -> np.ndarray:
         """One tile per expression (the input first, as neutral), side by side, each cut around the largest face."""
         import cv2
 
         matrices = self.locate(image)
-        tiles = [image] + [self.edit(image, name, intensity, matrices) for name in self.synthesizer.expressions[1:]]
+        tiles = [image] + [self.edit(image, name, intensity, matrices) for name in self.expressions[1:]]
         box = self.aligner.uncrop(np.ones((self.aligner.resolution,) * 2, np.float32), matrices[0], image.shape)
         rows, cols = np.nonzero(box > 0.5)
         top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         labelled = []
-        for name, tile in zip(self.synthesizer.expressions, tiles):
+        for name, tile in zip(self.expressions, tiles):
             tile = cv2.resize(tile[top:bottom, left:right], (height * (right - left) // (bottom - top), height))
             cv2.putText(tile, name, (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
             cv2.putText(tile, name, (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
             labelled.append(tile)
         return np.hstack(labelled)
+
+
+def mix_expressions(neutral: np.ndarray, full: dict[str, np.ndarray], weights: list[tuple[str, float]]) -> np.ndarray:
+    """Blend full-intensity crops: neutral + sum_e w_e (full_e - neutral)  # uint8 [R, R, 3].
+
+    The synthesizer's intensity is exactly this linear blend, so a still face needs each expression synthesized
+    once, and every frame of an animation (or a cross-fade between two expressions) is a cheap mix.
+    """
+    base = neutral.astype(np.float32)
+    mixed = base.copy()
+    for expression, weight in weights:
+        if expression != "neutral" and weight:
+            mixed += weight * (full[expression].astype(np.float32) - base)
+    return mixed.round().clip(0, 255).astype(np.uint8)

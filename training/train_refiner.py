@@ -3,7 +3,7 @@
 Losses (weights in config.toml [refine]):
   generator:     hinge adversarial + expression classification by the discriminator's head
                  + L1 to the real expressive photo of the same person
-                 + coarse anchor: L1 between 4x-downsampled output and coarse face, so the refiner adds detail and
+                 + coarse anchor: L1 between coarse_pool-downsampled output and coarse face, so the refiner adds detail and
                    realism without undoing the expression the regression layer drew (measured: without it the
                    refiner pulled the faces back toward the subtle real takes and the judge's accuracy fell 3x)
                  + identity: L1 between 16x-downsampled output and input (keeps skin tone, face shape and lighting,
@@ -72,7 +72,9 @@ class RefinerTraining:
         self.synthesizer = synthesizer.to(device)
         self.synthesizer.regression.requires_grad_(False)
         self.refiner = self.synthesizer.refiner
-        self.discriminator = Discriminator(len(synthesizer.expressions), synthesizer.resolution).to(device)
+        self.discriminator = Discriminator(
+            len(synthesizer.expressions), synthesizer.resolution, settings.get("discriminator_width", 64)
+        ).to(device)
         self.generator_refiner = self.refiner
         self.discriminator_model = self.discriminator
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -110,7 +112,8 @@ class RefinerTraining:
             loss_g_adv = -fake_logits.float().mean()
             loss_g_cls = F.cross_entropy(fake_classes.float(), label)
             loss_l1 = (fake.float() - target).abs().mean()
-            loss_coarse = (low_pass(fake.float(), 4) - low_pass(coarse, 4)).abs().mean()
+            pool = s.get("coarse_pool", 4)
+            loss_coarse = (low_pass(fake.float(), pool) - low_pass(coarse, pool)).abs().mean()
             loss_identity = (low_pass(fake.float(), 16) - low_pass(neutral, 16)).abs().mean()
             loss_g = (
                 s["loss_adversarial"] * loss_g_adv

@@ -1,0 +1,92 @@
+"""The reggan command end to end, as a user runs it, with the bundled default model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from reggan.images import read_rgb, write_rgb
+
+
+def reggan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reggan.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_has_examples():
+    result = reggan("edit", "--help")
+    assert result.returncode == 0
+    assert "reggan edit photo.jpg --expression happy" in result.stdout
+
+
+def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path):
+    out = tmp_path / "surprised.png"
+    result = reggan("edit", str(astronaut_png), "--expression", "surprised", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    edited = read_rgb(out)
+    assert edited.shape == astronaut.shape
+    change = np.abs(edited.astype(int) - astronaut.astype(int)).sum(axis=2)
+    low, high = astronaut_landmarks.min(0).astype(int), astronaut_landmarks.max(0).astype(int)
+    face = change[low[1] : high[1], low[0] : high[0]]
+    assert face.mean() > 5  # the expression changed the face
+    background = change.copy()
+    background[max(low[1] - 60, 0) : high[1] + 60, max(low[0] - 60, 0) : high[0] + 60] = 0
+    assert background.max() == 0  # nothing outside the face moved
+
+
+def test_edit_all_writes_a_strip_of_every_expression(astronaut_png, tmp_path):
+    out = tmp_path / "strip.png"
+    result = reggan("edit", str(astronaut_png), "--expression", "all", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    strip = read_rgb(out)
+    assert strip.shape[1] > 6 * strip.shape[0]  # 7 tiles side by side
+
+
+def test_no_face_is_a_clear_error_and_writes_nothing(tmp_path):
+    from skimage import data
+
+    photo = tmp_path / "coffee.png"
+    write_rgb(photo, data.coffee())
+    out = tmp_path / "out.png"
+    result = reggan("edit", str(photo), "--expression", "happy", "-o", str(out))
+    assert result.returncode == 2
+    assert "no face found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_corrupt_image_is_a_clear_error(tmp_path):
+    photo = tmp_path / "broken.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = reggan("edit", str(photo), "--expression", "happy", "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 2
+    assert "cannot decode" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_expression_is_a_clear_error(astronaut_png, tmp_path):
+    result = reggan("edit", str(astronaut_png), "--expression", "bored", "-o", str(tmp_path / "o.png"))
+    assert result.returncode == 2
+    assert "unknown expression 'bored'" in result.stderr
+
+
+@pytest.mark.parametrize("intensity", ["0"])
+def test_zero_intensity_leaves_the_photo_unchanged(astronaut, astronaut_png, tmp_path, intensity):
+    out = tmp_path / "same.png"
+    assert reggan("edit", str(astronaut_png), "--expression", "happy", "--intensity", intensity,
+                  "-o", str(out)).returncode == 0
+    assert np.abs(read_rgb(out).astype(int) - astronaut.astype(int)).max() <= 1
+
+
+def test_animate_writes_a_playable_video_of_the_programmed_length(astronaut_png, tmp_path):
+    import av
+
+    out = tmp_path / "anim.mp4"
+    result = reggan("animate", str(astronaut_png), "-o", str(out), "--program", "neutral:0.3,happy:0.5", "--fps", "10")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 8
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.1  # the face changed over time
+    assert not list(tmp_path.glob("*.partial*"))

@@ -1,0 +1,125 @@
+"""ONNX export with parity checks, the backends behind one interface, and the TensorRT path around the build."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from export.onnx_export import check_forward, example_inputs, export_onnx
+from export.tensorrt_build import TensorRTUnavailable, engine_cache_key, require_tensorrt
+from reggan.backends import OnnxRuntimeBackend, TorchBackend, make_backend
+from reggan.checkpoint import save_synthesizer
+from reggan.networks import Synthesizer
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    model = Synthesizer(["happy", "sad", "surprised"], 64, width=8)
+    with torch.no_grad():
+        model.regression.weight.add_(torch.randn_like(model.regression.weight) * 0.05)
+        model.regression.bias.add_(torch.randn_like(model.regression.bias) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_onnx_export_matches_pytorch_at_batch_1_and_4(small_model, tmp_path):
+    path = export_onnx(small_model, tmp_path / "model.onnx")
+    worst = check_forward(small_model, path, batches=(1, 4))
+    assert worst < 1e-5
+    import onnx
+
+    operators = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Einsum" not in operators
+
+
+def test_onnx_parity_over_expressions_and_intensities(small_model, tmp_path):
+    path = export_onnx(small_model, tmp_path / "model.onnx")
+    backend = OnnxRuntimeBackend(small_model, path)
+    reference = TorchBackend(small_model)
+    faces = np.random.default_rng(1).random((4, 3, 64, 64), dtype=np.float32)
+    for expression in range(4):
+        for intensity in (0.0, 0.5, 1.0, 1.4):
+            labels = np.full(4, expression, np.int64)
+            strength = np.full(4, intensity, np.float32)
+            assert np.abs(backend(faces, labels, strength) - reference(faces, labels, strength)).max() < 1e-5
+
+
+def test_check_forward_fails_on_a_wrong_graph(small_model, tmp_path):
+    path = export_onnx(small_model, tmp_path / "model.onnx")
+    other = Synthesizer(["happy", "sad", "surprised"], 64, width=8).eval()  # different random refiner
+    with pytest.raises(Exception, match="differs from PyTorch"):
+        check_forward(other, path)
+
+
+def test_auto_backend_exports_on_first_use_and_says_which(small_model, tmp_path, cache_dir, capsys):
+    checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
+    backend = make_backend("auto", small_model, checkpoint, "cpu")
+    assert backend.name == "onnxruntime"
+    assert "backend: onnxruntime" in capsys.readouterr().err
+    assert list(cache_dir.glob("*/synthesizer.onnx"))
+
+
+def test_cli_export_onnx_prints_the_parity(tmp_path, cache_dir):
+    small = Synthesizer(["happy"], 32, width=8).eval()
+    checkpoint = save_synthesizer(tmp_path / "s.safetensors", small)
+    result = subprocess.run([sys.executable, "-m", "reggan.cli", "export", "onnx", "--checkpoint", str(checkpoint),
+                             "-o", str(tmp_path / "s.onnx")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "parity OK" in result.stdout and (tmp_path / "s.onnx").is_file()
+
+
+def test_engine_cache_key_changes_with_each_input():
+    base = dict(gpu_name="NVIDIA H200", compute_capability=(9, 0), tensorrt_version="10.9.0",
+                model_sha256="abc", fp16=True, batches=(1, 8, 32))
+    key = engine_cache_key(**base)
+    assert key == engine_cache_key(**base)
+    for field, other in [("gpu_name", "NVIDIA H100"), ("compute_capability", (8, 9)),
+                         ("tensorrt_version", "10.10.0"), ("model_sha256", "abd"), ("fp16", False),
+                         ("batches", (1, 4, 32))]:
+        assert engine_cache_key(**{**base, field: other}) != key, field
+
+
+@pytest.mark.skipif(HAS_TENSORRT and HAS_CUDA, reason="TensorRT and a GPU are present: the error path cannot occur")
+def test_missing_tensorrt_or_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(TensorRTUnavailable, match="TensorRT|NVIDIA GPU"):
+        require_tensorrt()
+    result = subprocess.run([sys.executable, "-m", "reggan.cli", "export", "tensorrt", "--fp16"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert ("pip install tensorrt" in result.stderr or "NVIDIA GPU" in result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none here); run benchmarks/gpu_check.py on one")
+def test_cuda_fp16_matches_fp32(small_model):
+    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
+    fp32 = TorchBackend(small_model, "cpu")(faces, labels, strength)
+    fp16 = TorchBackend(small_model, "cuda", fp16=True)(faces, labels, strength)
+    small_model.float().cpu()
+    assert np.abs(fp16 - fp32).max() < 2e-2
+
+
+@pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs TensorRT 10 and an NVIDIA GPU (absent here)")
+def test_tensorrt_engine_build_and_parity(small_model, tmp_path):
+    from export.tensorrt_build import TensorRTEngineRunner, build_engine
+
+    onnx_path = export_onnx(small_model, tmp_path / "m.onnx")
+    engine = build_engine(onnx_path, tmp_path / "engines", 64, fp16=True)
+    assert build_engine(onnx_path, tmp_path / "engines", 64, fp16=True) == engine  # cached
+    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
+    expected = TorchBackend(small_model)(faces, labels, strength)
+    assert np.abs(TensorRTEngineRunner(engine)(faces, labels, strength) - expected).max() < 2e-2

@@ -1,0 +1,48 @@
+"""Shapes of the networks, and that a few training steps on tiny data lower the loss."""
+
+from __future__ import annotations
+
+import torch
+
+from reggan.networks import Discriminator, Refiner, StarGANGenerator, Synthesizer
+from training.train_refiner import RefinerTraining
+
+
+def test_refiner_and_discriminator_shapes():
+    faces = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 3])
+    assert Refiner(4, width=8)(faces, faces, labels).shape == (2, 3, 64, 64)
+    assert StarGANGenerator(4, width=8)(faces, faces, labels).shape == (2, 3, 64, 64)
+    patches, classes = Discriminator(4, 64, width=8)(faces)
+    assert patches.shape == (2, 1, 2, 2) and classes.shape == (2, 4)
+
+
+def test_neutral_returns_the_input_and_intensity_blends():
+    model = Synthesizer(["happy"], 32, width=8).eval()
+    faces = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        neutral = model(faces, torch.zeros(3, dtype=torch.long), torch.ones(3))
+        zero = model(faces, torch.ones(3, dtype=torch.long), torch.zeros(3))
+        full = model(faces, torch.ones(3, dtype=torch.long), torch.ones(3))
+        half = model(faces, torch.ones(3, dtype=torch.long), torch.full((3,), 0.5))
+    assert torch.allclose(neutral, faces) and torch.allclose(zero, faces)
+    unclamped = (full > 0) & (full < 1)
+    assert torch.allclose(half[unclamped], ((faces + full) / 2)[unclamped], atol=1e-5)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    resolution = 32
+    model = Synthesizer(["happy"], resolution, width=8)
+    settings = {"lr_generator": 2e-3, "lr_discriminator": 2e-4, "loss_adversarial": 0.1, "loss_classification": 0.1,
+                "loss_l1": 10.0, "loss_coarse": 1.0, "coarse_pool": 4, "loss_identity": 1.0,
+                "discriminator_width": 8}
+    training = RefinerTraining(model, settings, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    neutral = torch.rand(8, 3, resolution, resolution, generator=generator)
+    target = (neutral.flip(-2) * 0.5 + 0.25)  # a fixed, learnable change
+    label = torch.ones(8, dtype=torch.long)
+    first = [training.step(neutral, target, label)["l1"] for _ in range(3)]
+    for _ in range(40):
+        last = training.step(neutral, target, label)["l1"]
+    assert last < 0.85 * sum(first) / 3
