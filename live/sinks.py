@@ -17,7 +17,8 @@ CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 
 
 class VideoFileSink:
-    def __init__(self, path: str | Path, fps: float, codec: str = "h264", crf: int = 20, audio_from=None):
+    def __init__(self, path: str | Path, fps: float, codec: str = "h264", crf: int = 20, audio_from=None,
+                 time_base=None, size: tuple[int, int] | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
         self.fps = Fraction(fps).limit_denominator(1001)
@@ -26,6 +27,9 @@ class VideoFileSink:
         self.codec = CODECS[codec]
         self.crf = crf
         self.audio_from = audio_from  # an input audio stream to copy packets from, or None
+        self.time_base = time_base  # the input's video time base: frames keep their own timestamps (VFR-safe)
+        self.size = size  # (width, height) when known up front
+        self.pending_audio = []  # audio that arrives before the first video frame: every stream must exist first
         self.container = None
         self.video = None
         self.audio = None
@@ -35,7 +39,14 @@ class VideoFileSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.partial), mode="w")
         if self.audio_from is not None:
-            self.audio = self.container.add_stream_from_template(self.audio_from)
+            try:
+                self.audio = self.container.add_stream_from_template(self.audio_from)
+            except (ValueError, av.error.FFmpegError):
+                self.audio = None  # this container cannot hold that audio codec: video only, said below
+                print(f"note: {self.path.suffix} cannot carry {self.audio_from.codec_context.name} audio; "
+                      "writing video only (use .mp4 or .mkv to keep the sound)")
+        if self.size is not None:
+            self._open_video(*self.size)
         return self
 
     def _open_video(self, width: int, height: int) -> None:
@@ -43,24 +54,34 @@ class VideoFileSink:
         # Even sizes: yuv420p needs them.
         self.video.width, self.video.height = width - width % 2, height - height % 2
         self.video.pix_fmt = "yuv420p"
-        self.video.time_base = 1 / self.fps
+        # Frames keep the input's timestamps: the encoder must count in the same time base as the stream.
+        self.video.time_base = self.video.codec_context.time_base = self.time_base or 1 / self.fps
         self.video.options = {"crf": str(self.crf)} if self.codec != "libsvtav1" else {}
 
-    def write(self, frame: np.ndarray, index: int | None = None) -> None:
+    def write(self, frame: np.ndarray, pts: int | None = None) -> None:
         if self.video is None:
             self._open_video(frame.shape[1], frame.shape[0])
+        while self.pending_audio:
+            self._mux_audio(self.pending_audio.pop(0))
         frame = frame[: self.video.height, : self.video.width]
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        video_frame.pts = self.frames_written if index is None else index
+        video_frame.pts = self.frames_written if pts is None else pts
         for packet in self.video.encode(video_frame):
             self.container.mux(packet)
         self.frames_written += 1
 
     def write_audio_packet(self, packet) -> None:
         """Copy an already-encoded audio packet from the input (no re-encode, so it stays in sync and lossless)."""
-        if self.audio is not None and packet.dts is not None:
-            packet.stream = self.audio
-            self.container.mux(packet)
+        if self.audio is None or packet.dts is None:
+            return
+        if self.video is None:
+            self.pending_audio.append(packet)
+        else:
+            self._mux_audio(packet)
+
+    def _mux_audio(self, packet) -> None:
+        packet.stream = self.audio
+        self.container.mux(packet)
 
     def __exit__(self, *exc) -> None:
         if self.container is None:
@@ -75,3 +96,67 @@ class VideoFileSink:
             self.partial.replace(self.path)
         else:
             self.partial.unlink(missing_ok=True)
+
+
+def virtual_camera_help() -> str:
+    return (
+        "no virtual camera device found. Linux: `sudo apt install v4l2loopback-dkms` then "
+        "`sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=reggan` (exclusive_caps=1 is what lets "
+        "Chrome and Zoom list it; start reggan before opening the camera in the call). Windows / macOS: install "
+        "OBS Studio 28+ and start its Virtual Camera once, then close OBS."
+    )
+
+
+class VirtualCameraSink:
+    """Frames to a virtual webcam through pyvirtualcam (v4l2loopback on Linux, OBS on Windows and macOS)."""
+
+    def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, backend: str | None = None,
+                 device: str | None = None):
+        self.width, self.height, self.fps = width, height, fps
+        self.backend, self.device = backend, device
+        self.camera = None
+
+    def __enter__(self) -> "VirtualCameraSink":
+        import pyvirtualcam
+
+        try:
+            self.camera = pyvirtualcam.Camera(self.width, self.height, self.fps, fmt=pyvirtualcam.PixelFormat.RGB,
+                                              backend=self.backend, device=self.device)
+        except RuntimeError as error:
+            from live.sources import SourceError
+
+            raise SourceError(f"{virtual_camera_help()} (pyvirtualcam said: {error})") from error
+        return self
+
+    def write(self, frame: np.ndarray, pts=None) -> None:
+        if frame.shape[:2] != (self.height, self.width):
+            import cv2
+
+            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        self.camera.send(np.ascontiguousarray(frame))
+        self.camera.sleep_until_next_frame()
+
+    def __exit__(self, *exc) -> None:
+        if self.camera is not None:
+            self.camera.close()
+
+
+class ImageSequenceSink:
+    """Numbered PNG files in a folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.count = 0
+
+    def __enter__(self) -> "ImageSequenceSink":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, frame: np.ndarray, pts=None) -> None:
+        from reggan.images import write_rgb
+
+        write_rgb(self.folder / f"frame_{self.count:06d}.png", frame)
+        self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        pass

@@ -43,6 +43,16 @@ EXAMPLES = {
     "bench": """examples:
   reggan bench                                     # torch and onnxruntime on the CPU
   reggan bench --device cuda --backends torch tensorrt --json bench.json""",
+    "video": """examples:
+  reggan video talk.mp4 -o talk_happy.mp4 --expression happy
+  reggan video talk.mp4 -o talk.mp4 --program neutral:2,surprised:1.5,happy:3 --intensity 0.8
+  reggan video talk.mov -o talk.mkv --expression sad --codec vp9 --max-faces 3""",
+    "batch": """examples:
+  reggan batch clips/ -o clips_happy/ --expression happy     # every video in clips/; bad files are reported""",
+    "live": """examples:
+  reggan live --camera 0 --expression happy --virtual-cam            # into a video call
+  reggan live --camera /dev/video2 --expression surprised --intensity 0.7 --preview
+  reggan live --camera 0 --expression happy --virtual-cam --delay 0.1   # delay the mic by 100 ms to match""",
     "info": """examples:
   reggan info                                      # describe the bundled default model
   reggan info --checkpoint my_model.safetensors""",
@@ -142,6 +152,44 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     bench.add_argument("--repeats", type=int, default=10)
     bench.add_argument("--json", help="also write the results here")
+
+    def frame_loop_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--expression", default="happy")
+        sub.add_argument("--intensity", type=float)
+        sub.add_argument("--ramp", type=float, default=0.5, help="seconds to move between expressions")
+        sub.add_argument("--max-faces", type=int, help="[tracker].max_faces")
+        sub.add_argument("--detect-every", type=int, help="[tracker].detect_every")
+        sub.add_argument("--min-face", type=float, help="[tracker].min_face")
+        sub.add_argument("--smoothing", type=float, default=0.05, help="time constant (s) of the output smoothing")
+        sub.add_argument("--checkpoint")
+        sub.add_argument("--tracker", choices=["dlib", "face-alignment"])
+        sub.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+        sub.add_argument("--device", choices=["cpu", "cuda"])
+
+    video = command("video", "change the expression in a video file, keeping its audio in sync")
+    video.add_argument("input")
+    video.add_argument("-o", "--out", required=True)
+    video.add_argument("--program", help="EXPRESSION:SECONDS,... instead of one --expression")
+    video.add_argument("--codec", choices=["h264", "vp9", "av1"], default="h264")
+    frame_loop_options(video)
+
+    batch = command("batch", "process every video of a folder; continues past bad files")
+    batch.add_argument("input_dir")
+    batch.add_argument("-o", "--out", required=True, help="output folder")
+    batch.add_argument("--program")
+    batch.add_argument("--codec", choices=["h264", "vp9", "av1"], default="h264")
+    frame_loop_options(batch)
+
+    live = command("live", "webcam in, changed expression out to a virtual camera and/or a preview window")
+    live.add_argument("--camera", default="0", help="index or device path")
+    live.add_argument("--width", type=int, default=1280)
+    live.add_argument("--height", type=int, default=720)
+    live.add_argument("--fps", type=float, default=30.0)
+    live.add_argument("--virtual-cam", action="store_true")
+    live.add_argument("--preview", action="store_true", help="window; keys 1-7 pick an expression, +/- intensity, q quits")
+    live.add_argument("--delay", type=float, default=0.0, help="fixed output delay in seconds (delay the mic as much)")
+    live.add_argument("--stats", action="store_true", help="print fps and latency")
+    frame_loop_options(live)
 
     info = command("info", "describe a checkpoint")
     info.add_argument("--checkpoint")
@@ -257,6 +305,141 @@ def run_animate(args, config):
     print(f"wrote {args.out} ({frames} frames, {program.duration:.1f} s)")
 
 
+def make_processor(config, args, controller):
+    from live.processor import FrameProcessor
+    from live.tracker import FaceTracker
+
+    editor = make_editor(config, args)
+    tracking = with_overrides(config, "tracker", {"max_faces": args.max_faces, "detect_every": args.detect_every,
+                                                  "min_face": args.min_face})["tracker"]
+    tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
+    return FrameProcessor(tracker, editor.backend, controller, config["edit"]["feather"],
+                          config["edit"]["max_intensity"], args.smoothing)
+
+
+def make_controller(config, args):
+    from live.control import ExpressionController
+    from live.program import ExpressionProgram, parse_program
+
+    intensity = clamped_intensity(config, args)
+    program = getattr(args, "program", None)
+    if program:
+        return ExpressionProgram(parse_program(program), args.ramp, intensity)
+    return ExpressionController(args.expression, intensity, args.ramp)
+
+
+def process_video_file(config, args, source_path, out_path) -> dict:
+    from live.loop import run_file
+    from live.sinks import VideoFileSink
+    from live.sources import VideoFileSource
+
+    controller = make_controller(config, args)
+    processor = make_processor(config, args, controller)
+    check_expressions(processor, controller)
+    with VideoFileSource(source_path) as source:
+        with VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
+                           time_base=source.video.time_base, size=(source.video.width, source.video.height)) as sink:
+            counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
+    return counts
+
+
+def check_expressions(processor, controller) -> None:
+    names = [s.expression for s in controller.segments] if hasattr(controller, "segments") else [controller.target[0]]
+    for name in names:
+        if name not in processor.synthesize.backend.expressions:
+            raise UserError(f"unknown expression {name!r}; this model knows "
+                            f"{', '.join(processor.synthesize.backend.expressions)}")
+
+
+def run_video(args, config):
+    import time as clock
+
+    started = clock.perf_counter()
+    counts = process_video_file(config, args, args.input, args.out)
+    seconds = clock.perf_counter() - started
+    note = f", {counts['decode_errors']} damaged packets skipped" if counts["decode_errors"] else ""
+    print(f"wrote {args.out} ({counts['frames']} frames in {seconds:.1f} s, "
+          f"{counts['frames'] / max(seconds, 1e-9):.1f} fps{note})")
+
+
+def run_batch(args, config):
+    from live.sources import SourceError, videos_in
+
+    videos = videos_in(args.input_dir)
+    if not videos:
+        raise UserError(f"no videos in {args.input_dir}")
+    failed = []
+    for path in videos:
+        out = Path(args.out) / (path.stem + ".mp4")
+        try:
+            counts = process_video_file(config, args, path, out)
+            print(f"ok      {path.name} -> {out} ({counts['frames']} frames)")
+        except (SourceError, ValueError, OSError) as error:
+            failed.append(path.name)
+            print(f"FAILED  {path.name}: {error}", file=sys.stderr)
+    print(f"{len(videos) - len(failed)} of {len(videos)} videos done" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
+def run_live(args, config):
+    from live.loop import run_live as loop
+    from live.sinks import VirtualCameraSink
+    from live.sources import WebcamSource
+
+    controller = make_controller(config, args)
+    processor = make_processor(config, args, controller)
+    check_expressions(processor, controller)
+    if not (args.virtual_cam or args.preview):
+        raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
+    preview = PreviewWindow(controller, processor.synthesize.backend.expressions) if args.preview else None
+    with WebcamSource(args.camera, args.width, args.height, args.fps) as camera:
+        sink = VirtualCameraSink(args.width, args.height, args.fps) if args.virtual_cam else NullSink()
+        with sink:
+            result = loop(camera, processor, sink, preview, args.delay, args.stats)
+    print(f"\nprocessed {result['frames']} frames at {result['fps']:.1f} fps; camera delivered "
+          f"{camera.measured_fps:.1f} fps")
+
+
+class NullSink:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def write(self, frame, pts=None):
+        pass
+
+
+class PreviewWindow:
+    """OpenCV window: keys 1..9 pick an expression, + and - change intensity, q or Esc quits."""
+
+    def __init__(self, controller, expressions):
+        self.controller, self.expressions = controller, expressions
+
+    def __call__(self, frame, stats) -> bool:
+        import time as clock
+
+        import cv2
+
+        shown = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.putText(shown, f"{stats['fps']:.0f} fps {stats['latency_ms']:.0f} ms", (10, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2)
+        cv2.imshow("reggan", shown)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        name, intensity = self.controller.target
+        if ord("1") <= key < ord("1") + len(self.expressions):
+            self.controller.set(self.expressions[key - ord("1")], intensity, clock.monotonic())
+        elif key in (ord("+"), ord("=")):
+            self.controller.set(name, min(intensity + 0.1, 1.5), clock.monotonic())
+        elif key == ord("-"):
+            self.controller.set(name, max(intensity - 0.1, 0.0), clock.monotonic())
+        return True
+
+
 def run_edit(args, config):
     from reggan.images import read_rgb, write_rgb
 
@@ -353,7 +536,8 @@ def run_info(args, config):
 
 
 HANDLERS = {"prepare": run_prepare, "train": run_train, "edit": run_edit, "animate": run_animate, "eval": run_eval,
-            "export": run_export, "bench": run_bench, "info": run_info}
+            "export": run_export, "bench": run_bench, "info": run_info, "video": run_video, "batch": run_batch,
+            "live": run_live}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,8 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     from reggan.backends import BackendUnavailable
     from reggan.trackers import TrackerUnavailable
 
+    from live.sources import SourceError
+
     expected = (UserError, CheckpointError, NoFaceError, ImageReadError, TrackerUnavailable, BackendUnavailable,
-                FileNotFoundError, ValueError)
+                SourceError, FileNotFoundError, ValueError)
     try:
         config = load_config(args.config)
         HANDLERS[args.command](args, config)

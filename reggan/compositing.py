@@ -19,7 +19,7 @@ class FeatheredCompositor:
         self.mask = aligner.face_mask(feather)  # [R, R] float32, built once
 
     def paste(self, image: np.ndarray, before: np.ndarray, after: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """image  # [H, W, 3] uint8; before, after: the crop and its synthesized version  # [R, R, 3] uint8;
+        """image  # [H, W, 3] uint8; before, after: the crop and its synthesized version  # [R, R, 3] (0-255);
         matrix: image -> crop  # [2, 3]. Returns the new image."""
         change = after.astype(np.float32) - before.astype(np.float32)
         weighted = change * self.mask[..., None]

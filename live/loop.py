@@ -1,0 +1,149 @@
+"""The only place with threads: capture, process and output run concurrently over bounded queues.
+
+File mode never drops a frame: the output has the input's frame count and timestamps, and the audio packets are
+muxed in-process. Live mode keeps only the newest captured frame, so latency stays bounded when processing is
+slower than the camera. Ctrl-C or a failure mid-file stops reading, writes out what was processed, and closes
+the sink properly, so the file on disk is valid and playable up to that point.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+
+from tqdm import tqdm
+
+END = object()
+
+
+def _put(target: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def run_file(source, processor, sink, show_progress: bool = True) -> dict:
+    """Process every frame of an open VideoFileSource into an open sink; returns counts."""
+    inbox: queue.Queue = queue.Queue(maxsize=16)
+    outbox: queue.Queue = queue.Queue(maxsize=16)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    fps = float(source.fps)
+
+    def read() -> None:
+        try:
+            for event in source:
+                if not _put(inbox, event, stop):
+                    return
+        except BaseException as error:  # handed to the main thread, which decides what the user sees
+            failures.append(error)
+        finally:
+            _put(inbox, END, stop) or inbox.put(END)
+
+    def write() -> None:
+        try:
+            while True:
+                item = outbox.get()
+                if item is END:
+                    return
+                if item[0] == "video":
+                    sink.write(item[1], item[2])
+                else:
+                    sink.write_audio_packet(item[1])
+        except BaseException as error:
+            failures.append(error)
+            stop.set()
+
+    reader = threading.Thread(target=read, name="decode", daemon=True)
+    writer = threading.Thread(target=write, name="encode", daemon=True)
+    reader.start()
+    writer.start()
+    frames = 0
+    progress = tqdm(total=source.frame_count or None, unit="frame", disable=not show_progress, desc="video")
+    try:
+        while True:
+            item = inbox.get()
+            if item is END:
+                break
+            if item[0] == "video":
+                _, frame, seconds, pts = item
+                timestamp = seconds if seconds is not None else frames / fps
+                item = ("video", processor.process(frame, timestamp), pts)
+                frames += 1
+                progress.update()
+            if not _put(outbox, item, stop):
+                break
+    finally:
+        stop.set()  # tells the reader to stop; the writer drains what is queued
+        progress.close()
+        outbox.put(END)
+        writer.join()
+        reader.join(timeout=5)
+    if failures:
+        raise failures[0]
+    return {"frames": frames, "decode_errors": getattr(source, "decode_errors", 0)}
+
+
+def run_live(source, processor, sink, on_frame=None, delay_s: float = 0.0, show_stats: bool = False) -> dict:
+    """Newest-frame-wins processing of a live source. ``on_frame(frame, stats)`` may return False to stop."""
+    latest: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    dropped = 0
+
+    def capture() -> None:
+        nonlocal dropped
+        try:
+            for event in source:
+                if stop.is_set():
+                    return
+                if event[0] != "video":
+                    continue
+                if latest.full():
+                    try:
+                        latest.get_nowait()
+                        dropped += 1  # stale: processing fell behind, keep latency bounded
+                    except queue.Empty:
+                        pass
+                latest.put(event)
+        except BaseException as error:
+            failures.append(error)
+            stop.set()
+
+    thread = threading.Thread(target=capture, name="capture", daemon=True)
+    thread.start()
+    delayed: collections.deque = collections.deque()
+    processed, started = 0, time.monotonic()
+    stats = {"fps": 0.0, "latency_ms": 0.0, "dropped": 0}
+    try:
+        while not stop.is_set():
+            try:
+                _, frame, captured_at, _ = latest.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            out = processor.process(frame, captured_at)
+            processed += 1
+            now = time.monotonic()
+            stats = {"fps": processed / (now - started), "latency_ms": 1000 * (now - captured_at), "dropped": dropped}
+            if show_stats and processed % 30 == 0:
+                print(f"\r{stats['fps']:5.1f} fps  latency {stats['latency_ms']:5.0f} ms  dropped {dropped}", end="")
+            # A fixed output delay lets a call's audio (delayed by the same amount) line up with the face.
+            delayed.append((captured_at, out))
+            while delayed and now - delayed[0][0] >= delay_s:
+                sink.write(delayed.popleft()[1])
+            if on_frame is not None and on_frame(out, stats) is False:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+    if failures:
+        raise failures[0]
+    return {"frames": processed, **stats}

@@ -1,0 +1,97 @@
+"""One frame through the chain: tracker -> aligner -> synthesizer -> smoother -> compositor.
+
+Each stage is a small object; ``FrameProcessor.process`` wires them for a single frame, with no threads, so every
+stage can be tested on one frame. The loop (live/loop.py) owns the concurrency.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from reggan.alignment import Aligner
+from reggan.compositing import FeatheredCompositor
+
+
+class SynthesisStage:
+    """All faces of a frame, and every expression in a cross-fade, in one backend call."""
+
+    def __init__(self, backend, max_intensity: float = 1.5):
+        self.backend = backend
+        self.max_intensity = max_intensity
+
+    def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]]) -> list[np.ndarray]:
+        """Aligned uint8 crops, [(expression, weight)] -> synthesized float32 crops (0-255)."""
+        active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
+                  if name != "neutral" and w > 0]
+        base = [crop.astype(np.float32) for crop in crops]
+        if not crops or not active:
+            return base
+        faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
+        batch = np.concatenate([faces] * len(active))
+        labels = np.repeat([label for label, _ in active], len(crops)).astype(np.int64)
+        strength = np.repeat([weight for _, weight in active], len(crops)).astype(np.float32)
+        out = self.backend(batch, labels, strength).transpose(0, 2, 3, 1) * 255
+        result = []
+        for index, crop in enumerate(base):
+            change = sum(out[k * len(crops) + index] - crop for k in range(len(active)))
+            result.append(crop + change)
+        return result
+
+
+class ResidualSmoother:
+    """Exponential average of the synthesized change in aligned space, per track, with a time constant.
+
+    Aligned space is where the change is stable (the face does not move there), so averaging it removes the
+    frame-to-frame shimmer of the network's output without smearing head motion. Reset on a new track or a cut.
+    """
+
+    def __init__(self, time_constant: float = 0.05, cut_threshold: float = 40.0):
+        self.time_constant = time_constant
+        self.cut_threshold = cut_threshold
+        self.state: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (residual, crop, time)
+
+    def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float,
+                 fresh: bool) -> np.ndarray:
+        residual = synthesized - crop.astype(np.float32)
+        previous = self.state.get(identity)
+        if previous is not None and not fresh and self.time_constant > 0:
+            old_residual, old_crop, old_time = previous
+            cut = np.abs(crop.astype(np.float32) - old_crop.astype(np.float32)).mean() > self.cut_threshold
+            if not cut and timestamp > old_time:
+                keep = math.exp(-(timestamp - old_time) / self.time_constant)
+                residual = keep * old_residual + (1 - keep) * residual
+        self.state[identity] = (residual, crop, timestamp)
+        return crop.astype(np.float32) + residual
+
+    def forget_except(self, identities: set[int]) -> None:
+        for identity in list(self.state):
+            if identity not in identities:
+                del self.state[identity]
+
+
+class FrameProcessor:
+    def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
+                 smoothing: float = 0.05):
+        self.tracker = tracker
+        self.aligner = Aligner(backend.resolution)
+        self.synthesize = SynthesisStage(backend, max_intensity)
+        self.smoother = ResidualSmoother(smoothing)
+        self.compositor = FeatheredCompositor(self.aligner, feather)
+        self.controller = controller
+
+    def process(self, frame: np.ndarray, timestamp: float) -> np.ndarray:
+        """RGB uint8 frame  # [H, W, 3] at ``timestamp`` seconds -> the frame with its faces changed."""
+        tracks = self.tracker.update(frame, timestamp)
+        self.smoother.forget_except({track.identity for track in tracks})
+        if not tracks:
+            return frame
+        matrices = [self.aligner.matrix_for(track.landmarks) for track in tracks]
+        crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
+        synthesized = self.synthesize(crops, self.controller.at(timestamp))
+        result = frame
+        for track, crop, new, matrix in zip(tracks, crops, synthesized, matrices):
+            smoothed = self.smoother(track.identity, crop, new, timestamp, track.fresh)
+            result = self.compositor.paste(result, crop, smoothed, matrix)
+        return result

@@ -1,0 +1,128 @@
+"""Where frames come from. Every source is a context manager; iterating yields events:
+
+  ("video", frame_rgb [H, W, 3] uint8, timestamp_s, pts)   a decoded frame and its presentation time
+  ("audio", packet)                                          an encoded audio packet to pass through (files only)
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or read: missing, corrupt, no video stream, camera absent or unplugged."""
+
+
+class VideoFileSource:
+    """A video file or stream URL decoded with PyAV; the audio stream is kept for muxing, not decoded."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.container = None
+        self.decode_errors = 0
+
+    def __enter__(self) -> "VideoFileSource":
+        if "://" not in self.path and not Path(self.path).is_file():
+            raise SourceError(f"video not found: {self.path}")
+        try:
+            self.container = av.open(self.path)
+        except (av.error.FFmpegError, UnicodeDecodeError) as error:
+            raise SourceError(f"cannot open {self.path}: not a video, or the file is corrupt ({error})") from error
+        if not self.container.streams.video:
+            self.container.close()
+            raise SourceError(f"{self.path} has no video stream")
+        self.video = self.container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.container is not None:
+            self.container.close()
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.video.average_rate or self.video.guessed_rate or 30)
+
+    @property
+    def frame_count(self) -> int:
+        if self.video.frames:
+            return self.video.frames
+        if self.video.duration and self.video.time_base:
+            return int(float(self.video.duration * self.video.time_base) * self.fps)
+        return 0
+
+    def __iter__(self):
+        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        time_base = self.video.time_base
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.stream.type == "audio":
+                    if packet.dts is not None:
+                        yield ("audio", packet)
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    self.decode_errors += 1  # a damaged packet: skip it, report at the end
+                    continue
+                for frame in frames:
+                    seconds = float(frame.pts * time_base) if frame.pts is not None else None
+                    yield ("video", frame.to_ndarray(format="rgb24"), seconds, frame.pts)
+        except av.error.FFmpegError as error:
+            raise SourceError(f"{self.path}: reading stopped at a damaged part of the file ({error})") from error
+
+
+class WebcamSource:
+    """A camera by index or device path via OpenCV; asks for MJPG at a size and rate, then measures what it gets."""
+
+    def __init__(self, camera: int | str, width: int = 1280, height: int = 720, fps: float = 30.0):
+        self.camera = int(camera) if str(camera).isdigit() else camera
+        self.width, self.height, self.requested_fps = width, height, fps
+        self.capture = None
+        self.measured_fps = 0.0
+
+    def __enter__(self) -> "WebcamSource":
+        self.capture = cv2.VideoCapture(self.camera)
+        if not self.capture.isOpened():
+            raise SourceError(
+                f"camera {self.camera!r} could not be opened: check it is plugged in and not used by another "
+                "program; list cameras with `v4l2-ctl --list-devices` (Linux) and pass --camera INDEX or PATH"
+            )
+        self.capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        self.capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        self.capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        self.capture.set(cv2.CAP_PROP_FPS, self.requested_fps)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
+    def __iter__(self):
+        started, count = time.monotonic(), 0
+        while True:
+            ok, frame = self.capture.read()
+            if not ok:
+                raise SourceError(f"camera {self.camera!r} stopped delivering frames (unplugged?)")
+            now = time.monotonic()
+            count += 1
+            self.measured_fps = count / max(now - started, 1e-6)
+            yield ("video", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), now, None)
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
+
+
+def videos_in(folder: str | Path) -> list[Path]:
+    """The video files of a folder (batch mode), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"not a folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)

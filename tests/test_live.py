@@ -1,0 +1,268 @@
+"""The frame loop: filters, programs, video in and out with audio, virtual camera, reliability."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from live.control import ExpressionController
+from live.filters import OneEuroFilter
+from live.program import ExpressionProgram, parse_program
+
+
+def decode(path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def stream_seconds(path, kind: str) -> float:
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        return float(stream.duration * stream.time_base)
+
+
+def reggan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reggan.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+# --- One Euro filter -------------------------------------------------------------------------------------------
+
+def test_one_euro_reduces_jitter_on_a_noisy_static_signal():
+    rng = np.random.default_rng(0)
+    filt = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+    times = np.arange(300) / 30.0
+    noisy = 100 + rng.normal(0, 2.0, size=300)
+    smoothed = np.array([filt(np.array([v]), t)[0] for v, t in zip(noisy, times)])
+    assert np.std(np.diff(smoothed[30:])) < 0.25 * np.std(np.diff(noisy[30:]))
+
+
+def test_one_euro_follows_a_step_within_the_expected_lag():
+    filt = OneEuroFilter(min_cutoff=1.0, beta=0.5)
+    times = np.arange(60) / 30.0
+    signal = np.where(np.arange(60) < 10, 0.0, 100.0)
+    out = np.array([filt(np.array([v]), t)[0] for v, t in zip(signal, times)])
+    reached = np.argmax(out >= 90.0)
+    assert out[-1] > 99.0
+    assert 10 <= reached <= 16  # speed raises the cut-off: 90 % within ~0.2 s
+
+
+def test_one_euro_uses_real_timestamps_not_a_fixed_rate():
+    # The same signal sampled at 15 Hz and 60 Hz settles after the same *time*, not the same number of frames.
+    def settle_time(rate):
+        filt = OneEuroFilter(min_cutoff=1.0, beta=0.0)
+        for i in range(rate * 3):
+            t = i / rate
+            if filt(np.array([100.0 if t >= 0.5 else 0.0]), t)[0] >= 90:
+                return t
+    assert abs(settle_time(15) - settle_time(60)) < 0.1
+
+
+# --- programs and ramps ----------------------------------------------------------------------------------------
+
+def test_program_parses_and_cross_fades_without_pops():
+    program = ExpressionProgram(parse_program("neutral:1,happy:2,surprised:1.5"), ramp=0.4)
+    assert program.duration == 4.5
+    assert program.at(0.5) == [("neutral", 1.0)]
+    assert program.at(2.0) == [("happy", 1.0)]
+    steps = [dict(program.at(t / 30)) for t in range(int(4.5 * 30))]
+    for before, after in zip(steps, steps[1:]):
+        for name in set(before) | set(after):
+            assert abs(before.get(name, 0) - after.get(name, 0)) < 0.2
+
+
+@pytest.mark.parametrize("bad", ["happy", "happy:0", "happy:x", ""])
+def test_bad_program_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="EXPRESSION:SECONDS|empty"):
+        parse_program(bad)
+
+
+def test_controller_ramps_when_the_expression_changes():
+    control = ExpressionController("happy", 1.0, ramp=0.5)
+    assert control.at(0.0) == [("happy", 1.0)]
+    control.set("sad", 1.0, now=10.0)
+    middle = dict(control.at(10.25))
+    assert 0.2 < middle["happy"] < 0.8 and 0.2 < middle["sad"] < 0.8
+    assert control.at(10.6) == [("sad", 1.0)]
+
+
+# --- one frame through the stages, no threads ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def processor_factory():
+    from live.processor import FrameProcessor
+    from live.tracker import FaceTracker
+    from reggan.backends import TorchBackend
+    from reggan.checkpoint import load_synthesizer
+    from reggan.config import load_config, resolve_path
+    from reggan.trackers import make_tracker
+
+    config = load_config()
+    backend = TorchBackend(load_synthesizer(resolve_path(config["model"]["checkpoint"])))
+    landmarks = make_tracker("dlib")
+
+    def build(expression="happy", max_faces=1):
+        return FrameProcessor(FaceTracker(landmarks, detect_every=5, max_faces=max_faces), backend,
+                              ExpressionController(expression, 1.0, ramp=0.0))
+
+    return build
+
+
+def test_processor_changes_only_the_face_of_one_frame(processor_factory, astronaut, astronaut_landmarks):
+    out = processor_factory("surprised").process(astronaut, 0.0)
+    change = np.abs(out.astype(int) - astronaut.astype(int)).sum(axis=2)
+    low, high = astronaut_landmarks.min(0).astype(int), astronaut_landmarks.max(0).astype(int)
+    assert change[low[1] : high[1], low[0] : high[0]].mean() > 5
+    change[max(low[1] - 60, 0) : high[1] + 60, max(low[0] - 60, 0) : high[0] + 60] = 0
+    assert change.max() == 0
+
+
+def test_processor_passes_a_frame_without_a_face_unchanged(processor_factory):
+    from skimage import data
+
+    frame = data.coffee()
+    assert np.array_equal(processor_factory().process(frame, 0.0), frame)
+
+
+# --- video files -----------------------------------------------------------------------------------------------
+
+def test_video_with_audio_keeps_frames_duration_and_audio(feat_media, tmp_path):
+    source = feat_media / "single_face.mp4"
+    out = tmp_path / "surprised.mp4"
+    result = reggan("video", str(source), "-o", str(out), "--expression", "surprised")
+    assert result.returncode == 0, result.stderr
+    before, after = decode(source), decode(out)
+    assert len(after) == len(before)
+    assert abs(stream_seconds(out, "video") - stream_seconds(source, "video")) < 0.05
+    assert abs(stream_seconds(out, "audio") - stream_seconds(source, "audio")) < 0.05
+    diff = np.abs(after[40].astype(int) - before[40].astype(int)).mean(axis=2)
+    height, width = diff.shape
+    face = diff[height // 6 : height // 2 + height // 6, width // 3 : 2 * width // 3]
+    border = np.concatenate([diff[:, : width // 8].ravel(), diff[:, -width // 8 :].ravel()])
+    assert face.mean() > 3 * border.mean() and border.mean() < 3  # the face changed; the edges only re-encoded
+
+
+def test_clip_without_a_face_passes_through(feat_media, tmp_path):
+    out = tmp_path / "noface.mp4"
+    result = reggan("video", str(feat_media / "no_face.mp4"), "-o", str(out), "--expression", "happy")
+    assert result.returncode == 0, result.stderr
+    before, after = decode(feat_media / "no_face.mp4"), decode(out)
+    assert len(after) == len(before)
+    assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(before[::10], after[::10])]) < 3
+
+
+def test_face_that_appears_and_leaves(feat_media, tmp_path):
+    out = tmp_path / "appears.mp4"
+    result = reggan("video", str(feat_media / "face_noface.mov"), "-o", str(out), "--expression", "happy")
+    assert result.returncode == 0, result.stderr
+    assert len(decode(out)) == len(decode(feat_media / "face_noface.mov"))
+
+
+def test_interrupted_encode_leaves_a_playable_file(feat_media, tmp_path, processor_factory):
+    from live.loop import run_file
+    from live.sinks import VideoFileSink
+    from live.sources import VideoFileSource
+
+    class InterruptAfter:
+        def __init__(self, inner, frames):
+            self.inner, self.frames, self.seen = inner, frames, 0
+
+        def process(self, frame, timestamp):
+            self.seen += 1
+            if self.seen > self.frames:
+                raise KeyboardInterrupt
+            return self.inner.process(frame, timestamp)
+
+    out = tmp_path / "cut.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoFileSource(feat_media / "single_face.mp4") as source:
+            with VideoFileSink(out, source.fps, audio_from=source.audio, time_base=source.video.time_base) as sink:
+                run_file(source, InterruptAfter(processor_factory(), 20), sink, show_progress=False)
+    frames = decode(out)
+    assert 15 <= len(frames) <= 20
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_corrupt_or_missing_input_is_a_clear_error(tmp_path, feat_media):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    result = reggan("video", str(broken), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot open" in result.stderr or "no video stream" in result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+    result = reggan("video", str(tmp_path / "absent.mp4"), "-o", str(tmp_path / "o.mp4"))
+    assert result.returncode == 2 and "video not found" in result.stderr
+
+
+def test_batch_continues_past_a_bad_file(feat_media, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a_good.mp4").write_bytes((feat_media / "single_face.mp4").read_bytes())
+    (folder / "b_bad.mp4").write_bytes(b"not a video")
+    result = reggan("batch", str(folder), "-o", str(tmp_path / "out"), "--expression", "happy")
+    assert result.returncode == 1
+    assert "FAILED  b_bad.mp4" in result.stderr and "1 of 2 videos done" in result.stdout
+    assert (tmp_path / "out" / "a_good.mp4").is_file()
+
+
+# --- virtual camera ----------------------------------------------------------------------------------------------
+
+class RecordingCamera:
+    """A pyvirtualcam backend that keeps what it is sent (registered through pyvirtualcam's backend registry)."""
+
+    frames: list = []
+
+    def __init__(self, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self._device = width, height, device or "recording"
+        RecordingCamera.frames = []
+
+    def send(self, frame):
+        RecordingCamera.frames.append(frame.copy())
+
+    def close(self):
+        pass
+
+    def device(self):
+        return self._device
+
+    def native_fourcc(self):
+        return None
+
+
+def test_virtual_camera_sink_sends_frames_through_the_backend_registry(astronaut):
+    import pyvirtualcam
+
+    from live.sinks import VirtualCameraSink
+
+    pyvirtualcam.register_backend("recording", RecordingCamera)
+    with VirtualCameraSink(640, 480, 60, backend="recording") as sink:
+        for _ in range(3):
+            sink.write(astronaut)
+    assert len(RecordingCamera.frames) == 3
+    assert RecordingCamera.frames[0].size == 640 * 480 * 3
+
+
+def test_missing_virtual_camera_device_says_what_to_install(monkeypatch):
+    import pyvirtualcam.camera
+
+    from live.sinks import VirtualCameraSink
+    from live.sources import SourceError
+
+    # Only the platform's real backends: the recording one registered above would otherwise be picked.
+    monkeypatch.delitem(pyvirtualcam.camera.BACKENDS, "recording", raising=False)
+    try:
+        with VirtualCameraSink(640, 480, 30):
+            pytest.skip("a virtual camera device exists on this machine")
+    except SourceError as error:
+        message = str(error)
+        assert "modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=reggan" in message
+        assert "Chrome" in message and "OBS" in message
+
+
+def test_missing_camera_is_a_clear_error():
+    result = reggan("live", "--camera", "/dev/video99", "--expression", "happy", "--preview")
+    assert result.returncode == 2
+    assert "could not be opened" in result.stderr and "Traceback" not in result.stderr
