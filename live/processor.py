@@ -7,6 +7,8 @@ stage can be tested on one frame. The loop (live/loop.py) owns the concurrency.
 from __future__ import annotations
 
 import math
+import time
+from collections import defaultdict
 
 import numpy as np
 
@@ -80,18 +82,31 @@ class FrameProcessor:
         self.smoother = ResidualSmoother(smoothing)
         self.compositor = FeatheredCompositor(self.aligner, feather)
         self.controller = controller
+        self.timings: dict[str, list[float]] = defaultdict(list)  # stage -> milliseconds per frame (bench)
+
+    def _timed(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage].append((now - started) * 1000)
+        return now
 
     def process(self, frame: np.ndarray, timestamp: float) -> np.ndarray:
         """RGB uint8 frame  # [H, W, 3] at ``timestamp`` seconds -> the frame with its faces changed."""
+        clock = time.perf_counter()
         tracks = self.tracker.update(frame, timestamp)
+        clock = self._timed("track", clock)
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
             return frame
         matrices = [self.aligner.matrix_for(track.landmarks) for track in tracks]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
+        clock = self._timed("align", clock)
         synthesized = self.synthesize(crops, self.controller.at(timestamp))
+        clock = self._timed("synthesize", clock)
+        smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh)
+                    for track, crop, new in zip(tracks, crops, synthesized)]
+        clock = self._timed("smooth", clock)
         result = frame
-        for track, crop, new, matrix in zip(tracks, crops, synthesized, matrices):
-            smoothed = self.smoother(track.identity, crop, new, timestamp, track.fresh)
-            result = self.compositor.paste(result, crop, smoothed, matrix)
+        for crop, new, matrix in zip(crops, smoothed, matrices):
+            result = self.compositor.paste(result, crop, new, matrix)
+        self._timed("composite", clock)
         return result

@@ -59,6 +59,7 @@ class FaceTracker:
     def update(self, frame: np.ndarray, timestamp: float) -> list[Track]:
         """RGB frame  # [H, W, 3] and its time in seconds -> the tracks present in it."""
         need_detection = not self.tracks or self.frames_since_detect >= self.detect_every
+        self.detected_last_frame = need_detection
         if need_detection:
             measured = [lm for lm in find_faces(self.backend, frame, self.max_faces, self.detect_max_side)
                         if plausible(lm, self.min_face)]

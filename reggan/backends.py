@@ -88,7 +88,7 @@ class TensorRTBackend:
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
 
 
-def exported_paths(checkpoint: str | Path) -> dict[str, Path]:
+def exported_paths(checkpoint: str | Path, use_refiner: bool = True) -> dict[str, Path]:
     """Where exports of a checkpoint live: $REGGAN_CACHE (default ~/.cache/reggan), keyed by the file's content,
     so a retrained checkpoint never reuses a stale graph or engine."""
     import hashlib
@@ -96,13 +96,14 @@ def exported_paths(checkpoint: str | Path) -> dict[str, Path]:
 
     checkpoint = Path(checkpoint)
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    root = Path(os.environ.get("REGGAN_CACHE", Path.home() / ".cache" / "reggan")) / f"{checkpoint.stem}-{digest}"
+    variant = "" if use_refiner else "-regression-only"
+    root = Path(os.environ.get("REGGAN_CACHE", Path.home() / ".cache" / "reggan")) / f"{checkpoint.stem}-{digest}{variant}"
     return {"onnx": root / "synthesizer.onnx", "engine_dir": root / "engines"}
 
 
 def ensure_onnx(synthesizer: Synthesizer, checkpoint: str | Path) -> Path:
     """The checkpoint's ONNX graph, exported and parity-checked on first use (about two seconds)."""
-    onnx_path = exported_paths(checkpoint)["onnx"]
+    onnx_path = exported_paths(checkpoint, synthesizer.use_refiner)["onnx"]
     if not onnx_path.is_file():
         from export.onnx_export import check_forward, export_onnx
 
@@ -116,7 +117,7 @@ def make_backend(name: str, synthesizer: Synthesizer, checkpoint: str | Path, de
     """Build a backend by name; ``auto`` tries the fastest first and reports its choice on stderr."""
     import sys
 
-    paths = exported_paths(checkpoint)
+    paths = exported_paths(checkpoint, synthesizer.use_refiner)
     if name == "auto":
         order = ["tensorrt", "torch"] if device == "cuda" else ["onnxruntime", "torch"]
         reasons = []

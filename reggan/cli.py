@@ -42,7 +42,8 @@ EXAMPLES = {
   reggan export tensorrt --fp16                    # needs TensorRT 10 and an NVIDIA GPU""",
     "bench": """examples:
   reggan bench                                     # torch and onnxruntime on the CPU
-  reggan bench --device cuda --backends torch tensorrt --json bench.json""",
+  reggan bench --device cuda --backends torch tensorrt --json bench.json
+  reggan bench --video talk.mp4 --resize 640x480 --frames 300   # per-stage table of the frame loop""",
     "video": """examples:
   reggan video talk.mp4 -o talk_happy.mp4 --expression happy
   reggan video talk.mp4 -o talk.mp4 --program neutral:2,surprised:1.5,happy:3 --intensity 0.8
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_common(sub)
+        if name in ("edit", "animate", "video", "batch", "live", "export", "bench"):
+            sub.add_argument("--regression-only", action="store_true",
+                             help="skip the refiner: the intermediate representation alone, ~15x faster on a CPU")
         return sub
 
     prepare = command("prepare", "detect, align and cache training crops")
@@ -152,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     bench.add_argument("--repeats", type=int, default=10)
     bench.add_argument("--json", help="also write the results here")
+    bench.add_argument("--video", help="also time the whole frame loop per stage on this clip")
+    bench.add_argument("--frames", type=int, default=200)
+    bench.add_argument("--resize", help="WxH: scale the clip's frames first (e.g. 640x480 for the live target)")
+    bench.add_argument("--backend", default="auto", help="backend for the frame-loop timing")
 
     def frame_loop_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--expression", default="happy")
@@ -271,7 +279,9 @@ def refiner_weights(path: Path) -> dict:
 def load_model(config, args):
     from reggan.checkpoint import load_synthesizer
 
-    return load_synthesizer(checkpoint_path(config, args.checkpoint), args.device or config["runtime"]["device"])
+    synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint), args.device or config["runtime"]["device"])
+    synthesizer.use_refiner = not getattr(args, "regression_only", False)
+    return synthesizer
 
 
 def make_editor(config, args):
@@ -479,8 +489,9 @@ def run_export(args, config):
     from reggan.backends import exported_paths
 
     checkpoint = checkpoint_path(config, args.checkpoint)
-    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu"))
-    paths = exported_paths(checkpoint)
+    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu",
+                                                        regression_only=args.regression_only))
+    paths = exported_paths(checkpoint, synthesizer.use_refiner)
     if args.format == "onnx":
         from export.onnx_export import check_forward, export_onnx
 
@@ -520,9 +531,23 @@ def run_bench(args, config):
     from export.benchmark import run_synthesizer_benchmark
 
     device = args.device or config["runtime"]["device"]
-    run_synthesizer_benchmark(load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu")),
-                              checkpoint_path(config, args.checkpoint), args.backends, device, args.batches,
-                              args.repeats, args.json)
+    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu",
+                                                        regression_only=args.regression_only))
+    results = run_synthesizer_benchmark(synthesizer, checkpoint_path(config, args.checkpoint), args.backends,
+                                        device, args.batches, args.repeats)
+    if args.video:
+        from export.benchmark import run_pipeline_benchmark
+        from live.control import ExpressionController
+
+        loop_args = argparse.Namespace(checkpoint=args.checkpoint, device=device, backend=args.backend,
+                                       regression_only=args.regression_only, tracker=None, max_faces=1, detect_every=None, min_face=None, smoothing=0.05)
+        processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
+        size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
+        results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 def run_info(args, config):

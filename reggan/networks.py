@@ -139,9 +139,13 @@ class Synthesizer(nn.Module):
         self.width = width
         self.regression = LocalRegression(len(expressions), resolution, kernel)
         self.refiner = GENERATORS[generator](len(self.expressions), width)
+        # False: run the regression layer alone (about 15x faster on a CPU; the exported graph follows this too).
+        self.use_refiner = True
 
     def forward(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
         """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R]."""
+        if not self.use_refiner:
+            return self.coarse_only(face, expression, intensity)
         coarse = self.regression(face, expression) if self.refiner.uses_coarse else face
         refined = self.refiner(face, coarse, expression)
         strength = (intensity * (expression > 0).to(face.dtype))[:, None, None, None]
