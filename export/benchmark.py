@@ -80,6 +80,7 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     from live.sinks import VideoFileSink
 
     timings: dict[str, list[float]] = {"decode": [], "encode": []}
+    processor.record_timings = True
     detect, follow = [], []
     processed = 0
     started = time.perf_counter()
@@ -119,6 +120,41 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     for name, values in stages.items():
         print(f"| {name} | {np.mean(values):.1f} | {len(values)} |" if values else f"| {name} | – | 0 |")
     print(f"| **end to end** | **{1000 / result['end_to_end_fps']:.1f}** ({result['end_to_end_fps']:.1f} fps) | |")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def resident_megabytes() -> float:
+    """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
+
+
+def run_soak(processor, video_path, frames: int, json_path=None) -> dict:
+    """Hours-of-running check: loop a clip through the frame processor for ``frames`` frames and report RSS at the
+    start, every tenth of the way, and at the end. Memory must stay flat."""
+    import av
+
+    with av.open(str(video_path)) as container:
+        clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(300), container.decode(video=0))]
+    samples = []
+    started = time.perf_counter()
+    for index in range(frames):
+        processor.process(clip[index % len(clip)], index / 30.0)
+        if index % max(frames // 10, 1) == 0 or index == frames - 1:
+            samples.append((index, resident_megabytes()))
+    for timings in processor.timings.values():
+        timings.clear()
+    seconds = time.perf_counter() - started
+    result = {"frames": frames, "seconds": seconds, "rss_mb": samples,
+              "rss_growth_mb": samples[-1][1] - samples[1][1] if len(samples) > 1 else 0.0}
+    print(f"soak: {frames} frames in {seconds:.0f} s; RSS " +
+          " -> ".join(f"{mb:.0f} MB@{i}" for i, mb in samples))
+    print(f"RSS growth after warm-up: {result['rss_growth_mb']:+.1f} MB")
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
     return result

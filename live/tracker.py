@@ -1,7 +1,9 @@
 """Face tracking across frames: detect now and then, landmarks every frame, One Euro smoothing per track.
 
 Detection (the slow part) runs on the first frame, every ``detect_every`` frames and whenever a track is lost;
-in between, each track's landmarks are re-fitted inside the box of its previous landmarks. Tracks are matched to
+in between, each track's landmarks are re-fitted inside its detector box, moved and scaled with the landmarks.
+(The shape predictor was trained on detector boxes: feeding it the tight box of its own previous landmarks instead
+was measured to drift by tens of pixels within a few frames and tripled the output flicker.) Tracks are matched to
 detections by box overlap, so several faces keep their own filters. Faces smaller than ``min_face`` or turned
 away (landmarks that collapse) are not tracked and pass through untouched.
 """
@@ -21,6 +23,7 @@ class Track:
     identity: int
     landmarks: np.ndarray  # [68, 2] smoothed
     raw: np.ndarray  # [68, 2] as measured this frame
+    box: FaceBox  # the detector-style box the landmarks are fitted in
     filter: OneEuroFilter = field(repr=False)
     fresh: bool = True  # first frame of this track: downstream smoothing must restart
 
@@ -51,28 +54,25 @@ class FaceTracker:
         self.tracks = []
         self.frames_since_detect = 0
 
-    def _new_track(self, raw: np.ndarray) -> Track:
+    def _new_track(self, raw: np.ndarray, box: FaceBox) -> Track:
         self.next_identity += 1
         filt = OneEuroFilter(self.min_cutoff, self.beta)
-        return Track(self.next_identity, raw, raw, filt)
+        return Track(self.next_identity, raw, raw, box, filt)
 
     def update(self, frame: np.ndarray, timestamp: float) -> list[Track]:
         """RGB frame  # [H, W, 3] and its time in seconds -> the tracks present in it."""
         need_detection = not self.tracks or self.frames_since_detect >= self.detect_every
         self.detected_last_frame = need_detection
         if need_detection:
-            measured = [lm for lm in find_faces(self.backend, frame, self.max_faces, self.detect_max_side)
-                        if plausible(lm, self.min_face)]
-            self.tracks = self._match(measured)
+            found = find_faces(self.backend, frame, self.max_faces, self.detect_max_side, with_boxes=True)
+            self.tracks = self._match([(lm, box) for lm, box in found if plausible(lm, self.min_face)])
             self.frames_since_detect = 0
         else:
             kept = []
             for track in self.tracks:
-                box = box_around(track.raw)
-                margin = 0.15 * box.size
-                search = FaceBox(box.left - margin, box.top - margin, box.right + margin, box.bottom + margin)
-                raw = self.backend.landmarks(frame, search)
-                if plausible(raw, self.min_face) and box_around(raw).iou(box) > 0.3:
+                raw = self.backend.landmarks(frame, track.box)
+                if plausible(raw, self.min_face) and box_around(raw).iou(box_around(track.raw)) > 0.3:
+                    track.box = follow_box(track.box, track.raw, raw)
                     track.raw, track.fresh = raw, False
                     kept.append(track)
             self.tracks = kept
@@ -83,15 +83,24 @@ class FaceTracker:
             track.landmarks = track.filter(track.raw, timestamp).astype(np.float32)
         return self.tracks
 
-    def _match(self, measured: list[np.ndarray]) -> list[Track]:
+    def _match(self, measured: list[tuple[np.ndarray, FaceBox]]) -> list[Track]:
         matched, unused = [], list(self.tracks)
-        for raw in measured:
+        for raw, detected in measured:
             box = box_around(raw)
             best = max(unused, key=lambda t: box_around(t.raw).iou(box), default=None)
             if best is not None and box_around(best.raw).iou(box) > 0.3:
                 unused.remove(best)
-                best.raw, best.fresh = raw, False
+                best.raw, best.box, best.fresh = raw, detected, False
                 matched.append(best)
             else:
-                matched.append(self._new_track(raw))
+                matched.append(self._new_track(raw, detected))
         return matched
+
+
+def follow_box(box: FaceBox, before: np.ndarray, after: np.ndarray) -> FaceBox:
+    """Move and scale a detector box with the landmarks it holds (centroid shift, spread ratio)."""
+    shift = after.mean(0) - before.mean(0)
+    scale = float(after.std(0).mean() / max(before.std(0).mean(), 1e-6))
+    cx, cy = (box.left + box.right) / 2 + shift[0], (box.top + box.bottom) / 2 + shift[1]
+    half_w, half_h = (box.right - box.left) / 2 * scale, (box.bottom - box.top) / 2 * scale
+    return FaceBox(cx - half_w, cy - half_h, cx + half_w, cy + half_h, box.score)

@@ -44,7 +44,8 @@ EXAMPLES = {
     "bench": """examples:
   reggan bench                                     # torch and onnxruntime on the CPU
   reggan bench --device cuda --backends torch tensorrt --json bench.json
-  reggan bench --video talk.mp4 --resize 640x480 --frames 300   # per-stage table of the frame loop""",
+  reggan bench --video talk.mp4 --resize 640x480 --frames 300   # per-stage table of the frame loop
+  reggan bench --backends torch --video talk.mp4 --soak 5000      # memory over a long run""",
     "video": """examples:
   reggan video talk.mp4 -o talk_happy.mp4 --expression happy
   reggan video talk.mp4 -o talk.mp4 --program neutral:2,surprised:1.5,happy:3 --intensity 0.8
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=200)
     bench.add_argument("--resize", help="WxH: scale the clip's frames first (e.g. 640x480 for the live target)")
     bench.add_argument("--backend", default="auto", help="backend for the frame-loop timing")
+    bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
 
     def frame_loop_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--expression", default="happy")
@@ -577,6 +579,11 @@ def run_bench(args, config):
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
+        if args.soak:
+            from export.benchmark import run_soak
+
+            processor.record_timings = False
+            results["soak"] = run_soak(processor, args.video, args.soak)
     if args.json:
         import json
 

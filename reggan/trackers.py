@@ -151,16 +151,16 @@ def make_tracker(name: str, **options) -> DlibTracker | FaceAlignmentTracker:
     return TRACKERS[name](**options)
 
 
-def find_faces(tracker, image: np.ndarray, max_faces: int = 1, detect_max_side: int = 640) -> list[np.ndarray]:
-    """Landmarks  # [68, 2] of up to ``max_faces`` faces in an RGB image, largest first.
+def find_faces(tracker, image: np.ndarray, max_faces: int = 1, detect_max_side: int = 640, with_boxes: bool = False):
+    """Landmarks  # [68, 2] of up to ``max_faces`` faces in an RGB image, largest first (with their detector
+    boxes when ``with_boxes``).
 
     Detection runs on a copy no larger than ``detect_max_side`` (HOG cost grows with pixels, and faces in large
     photos are large); landmarks are then placed on the full-resolution image.
     """
     scale = min(1.0, detect_max_side / max(image.shape[:2]))
     small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    boxes = tracker.detect(small)[:max_faces]
-    return [
-        tracker.landmarks(image, FaceBox(b.left / scale, b.top / scale, b.right / scale, b.bottom / scale, b.score))
-        for b in boxes
-    ]
+    boxes = [FaceBox(b.left / scale, b.top / scale, b.right / scale, b.bottom / scale, b.score)
+             for b in tracker.detect(small)[:max_faces]]
+    found = [(tracker.landmarks(image, box), box) for box in boxes]
+    return found if with_boxes else [landmarks for landmarks, _ in found]

@@ -109,10 +109,18 @@ class NIQE:
 
     def __call__(self, image: np.ndarray) -> float:
         """NIQE of an RGB uint8 image (at least 193 px on each side); lower is more natural."""
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-        if min(grey.shape) <= 2 * self.patch:
-            raise ValueError(f"NIQE needs images larger than {2 * self.patch} px on each side, got {grey.shape}")
-        features = self.features(grey)
+        return self.of_set([image])
+
+    def of_set(self, images: list[np.ndarray]) -> float:
+        """NIQE with the patches of all ``images`` pooled into one fit. A 256-px face crop has only four 96-px
+        patches, too few for a 36-dimensional covariance; pooling a method's outputs gives a stable score."""
+        rows = []
+        for image in images:
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+            if min(grey.shape) <= 2 * self.patch:
+                raise ValueError(f"NIQE needs images larger than {2 * self.patch} px on each side, got {grey.shape}")
+            rows.append(self.features(grey))
+        features = np.vstack(rows)
         difference = features.mean(0) - self.mu
         covariance = (self.cov + np.cov(features.T)) / 2
         return float(np.sqrt(difference @ scipy.linalg.pinv(covariance) @ difference))
