@@ -266,3 +266,16 @@ def test_missing_camera_is_a_clear_error():
     result = reggan("live", "--camera", "/dev/video99", "--expression", "happy", "--preview")
     assert result.returncode == 2
     assert "could not be opened" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_video_onnxruntime_backend_matches_torch(feat_media, tmp_path):
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.mp4"
+        result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "happy",
+                        "--backend", backend)
+        assert result.returncode == 0, result.stderr
+        outputs[backend] = decode(out)
+    assert len(outputs["torch"]) == len(outputs["onnxruntime"])
+    worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["torch"], outputs["onnxruntime"]))
+    assert worst < 0.5  # grey levels, after H.264 encoding of both

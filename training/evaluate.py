@@ -174,7 +174,7 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
             for name, clips_ in results.items()}
 
 
-def contact_sheet(crops: list[np.ndarray], methods: dict, expressions: list[str], tile: int = 128) -> np.ndarray:
+def contact_sheet(crops: list[np.ndarray], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
     """Rows: each input x each method; columns: input, then each expression  # [H, W, 3] uint8."""
     import cv2
 
