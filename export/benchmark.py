@@ -72,8 +72,6 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     """Per-stage milliseconds and end-to-end fps of the frame loop on a real clip, stages run one after another
     (no threads, so each number is that stage alone; the threaded loop overlaps decode and encode with the rest).
     """
-    import io
-
     import av
     import cv2
 

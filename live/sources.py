@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import cv2
-import numpy as np
 
 
 class SourceError(RuntimeError):

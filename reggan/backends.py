@@ -76,7 +76,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, synthesizer: Synthesizer, engine_path: str | Path, device: str = "cuda"):
-        from export.tensorrt_build import TensorRTEngineRunner
+        from reggan.tensorrt_runtime import TensorRTEngineRunner
 
         self.runner = TensorRTEngineRunner(engine_path)
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
@@ -140,7 +140,10 @@ def make_backend(name: str, synthesizer: Synthesizer, checkpoint: str | Path, de
             raise BackendUnavailable(f"ONNX export needs the onnx package: {error}") from error
         return OnnxRuntimeBackend(synthesizer, onnx_path, device)
     if name == "tensorrt":
-        from export.tensorrt_build import find_engine
+        from reggan.tensorrt_runtime import TensorRTUnavailable, find_engine
 
-        return TensorRTBackend(synthesizer, find_engine(paths["engine_dir"], paths["onnx"]), device)
+        try:
+            return TensorRTBackend(synthesizer, find_engine(paths["engine_dir"], paths["onnx"]), device)
+        except (TensorRTUnavailable, FileNotFoundError) as why:
+            raise BackendUnavailable(str(why)) from why
     raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")

@@ -536,7 +536,8 @@ def run_export(args, config):
         error = check_forward(synthesizer, out, tolerance=args.tolerance)
         print(f"parity OK: max |error| {error:.2e} <= {args.tolerance:.0e}")
         return
-    from export.tensorrt_build import TensorRTUnavailable, build_engine, require_tensorrt
+    from export.tensorrt_build import build_engine
+    from reggan.tensorrt_runtime import TensorRTUnavailable, require_tensorrt
 
     try:
         require_tensorrt()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export.onnx_export import check_forward, example_inputs, export_onnx
-from export.tensorrt_build import TensorRTUnavailable, engine_cache_key, require_tensorrt
+from reggan.tensorrt_runtime import TensorRTUnavailable, engine_cache_key, require_tensorrt
 from reggan.backends import OnnxRuntimeBackend, TorchBackend, make_backend
 from reggan.checkpoint import save_synthesizer
 from reggan.networks import Synthesizer
@@ -115,7 +115,8 @@ def test_cuda_fp16_matches_fp32(small_model):
 
 @pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs TensorRT 10 and an NVIDIA GPU (absent here)")
 def test_tensorrt_engine_build_and_parity(small_model, tmp_path):
-    from export.tensorrt_build import TensorRTEngineRunner, build_engine
+    from export.tensorrt_build import build_engine
+    from reggan.tensorrt_runtime import TensorRTEngineRunner
 
     onnx_path = export_onnx(small_model, tmp_path / "m.onnx")
     engine = build_engine(onnx_path, tmp_path / "engines", 64, fp16=True)
