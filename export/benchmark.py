@@ -156,3 +156,40 @@ def run_soak(processor, video_path, frames: int, json_path=None) -> dict:
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
     return result
+
+
+class PacedClip:
+    """A clip replayed like a camera: frames delivered in real time at ``fps`` with capture timestamps."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float, count: int):
+        self.frames, self.fps, self.count = frames, fps, count
+
+    def __iter__(self):
+        started = time.monotonic()
+        for index in range(self.count):
+            due = started + index / self.fps
+            time.sleep(max(0.0, due - time.monotonic()))
+            yield ("video", self.frames[index % len(self.frames)], time.monotonic(), None)
+
+
+def run_live_benchmark(processor, frames: list[np.ndarray], fps: float = 30.0, count: int = 300) -> dict:
+    """The live loop (capture thread, newest frame wins) on a clip paced like a webcam: delivered fps and latency."""
+    from live.loop import run_live
+
+    class Discard:
+        def write(self, frame, pts=None):
+            pass
+
+    latencies = []
+
+    def record(frame, stats):
+        latencies.append(stats["latency_ms"])
+
+    result = run_live(PacedClip(frames, fps, count), processor, Discard(), on_frame=record)
+    summary = {"camera_fps": fps, "frames_in": count, "frames_out": result["frames"], "fps": result["fps"],
+               "latency_ms_median": float(np.median(latencies)), "latency_ms_p95": float(np.percentile(latencies, 95)),
+               "dropped": result["dropped"]}
+    print(f"live loop, camera paced at {fps:.0f} fps: {summary['fps']:.1f} fps out, latency median "
+          f"{summary['latency_ms_median']:.0f} ms (p95 {summary['latency_ms_p95']:.0f} ms), "
+          f"{summary['dropped']} of {count} frames dropped as stale")
+    return summary

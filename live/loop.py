@@ -94,6 +94,7 @@ def run_live(source, processor, sink, on_frame=None, delay_s: float = 0.0, show_
     """Newest-frame-wins processing of a live source. ``on_frame(frame, stats)`` may return False to stop."""
     latest: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
+    finished = threading.Event()
     failures: list[BaseException] = []
     dropped = 0
 
@@ -114,7 +115,8 @@ def run_live(source, processor, sink, on_frame=None, delay_s: float = 0.0, show_
                 latest.put(event)
         except BaseException as error:
             failures.append(error)
-            stop.set()
+        finally:
+            finished.set()  # the source ended (a clip) or failed (a camera unplugged): stop once it is drained
 
     thread = threading.Thread(target=capture, name="capture", daemon=True)
     thread.start()
@@ -124,8 +126,10 @@ def run_live(source, processor, sink, on_frame=None, delay_s: float = 0.0, show_
     try:
         while not stop.is_set():
             try:
-                _, frame, captured_at, _ = latest.get(timeout=0.5)
+                _, frame, captured_at, _ = latest.get(timeout=0.1)
             except queue.Empty:
+                if finished.is_set():
+                    break
                 continue
             out = processor.process(frame, captured_at)
             processed += 1

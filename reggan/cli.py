@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--resize", help="WxH: scale the clip's frames first (e.g. 640x480 for the live target)")
     bench.add_argument("--backend", default="auto", help="backend for the frame-loop timing")
     bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
+    bench.add_argument("--live", action="store_true", help="also replay --video as a 30 fps camera through the live loop")
 
     def frame_loop_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--expression", default="happy")
@@ -580,6 +581,18 @@ def run_bench(args, config):
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
+        if args.live:
+            import av
+            import cv2
+
+            from export.benchmark import run_live_benchmark
+
+            with av.open(args.video) as container:
+                clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(300), container.decode(video=0))]
+            if size:
+                clip = [cv2.resize(frame, size) for frame in clip]
+            processor.record_timings = False
+            results["live"] = run_live_benchmark(processor, clip)
         if args.soak:
             from export.benchmark import run_soak
 

@@ -279,3 +279,26 @@ def test_video_onnxruntime_backend_matches_torch(feat_media, tmp_path):
     assert len(outputs["torch"]) == len(outputs["onnxruntime"])
     worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["torch"], outputs["onnxruntime"]))
     assert worst < 0.5  # grey levels, after H.264 encoding of both
+
+
+def test_live_loop_keeps_the_newest_frame_and_stops_when_the_source_ends(astronaut):
+    import time
+
+    from export.benchmark import PacedClip
+    from live.loop import run_live
+
+    class SlowProcessor:
+        def process(self, frame, timestamp):
+            time.sleep(0.03)  # slower than the 100 fps source: stale frames must be dropped
+            return frame
+
+    written = []
+
+    class Recorder:
+        def write(self, frame, pts=None):
+            written.append(frame)
+
+    result = run_live(PacedClip([astronaut], fps=100, count=40), SlowProcessor(), Recorder())
+    assert 0 < result["frames"] < 40 and result["dropped"] > 0
+    assert len(written) == result["frames"]
+    assert result["latency_ms"] < 200
