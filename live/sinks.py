@@ -158,5 +158,8 @@ class ImageSequenceSink:
         write_rgb(self.folder / f"frame_{self.count:06d}.png", frame)
         self.count += 1
 
+    def write_audio_packet(self, packet) -> None:
+        """Image sequences carry no sound."""
+
     def __exit__(self, *exc) -> None:
         pass

@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("-o", "--out", required=True)
     video.add_argument("--program", help="EXPRESSION:SECONDS,... instead of one --expression")
     video.add_argument("--codec", choices=["h264", "vp9", "av1"], default="h264")
+    video.add_argument("--image-sequence", action="store_true", help="write numbered PNGs into the -o folder")
     frame_loop_options(video)
 
     batch = command("batch", "process every video of a folder; continues past bad files")
@@ -354,9 +355,15 @@ def process_video_file(config, args, source_path, out_path) -> dict:
     controller = make_controller(config, args)
     processor = make_processor(config, args, controller)
     check_expressions(processor, controller)
+    from live.sinks import ImageSequenceSink
+
     with VideoFileSource(source_path) as source:
-        with VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
-                           time_base=source.video.time_base, size=(source.video.width, source.video.height)) as sink:
+        if getattr(args, "image_sequence", False):
+            sink = ImageSequenceSink(out_path)
+        else:
+            sink = VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
+                                 time_base=source.video.time_base, size=(source.video.width, source.video.height))
+        with sink:
             counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
     return counts
 

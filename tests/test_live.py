@@ -302,3 +302,11 @@ def test_live_loop_keeps_the_newest_frame_and_stops_when_the_source_ends(astrona
     assert 0 < result["frames"] < 40 and result["dropped"] > 0
     assert len(written) == result["frames"]
     assert result["latency_ms"] < 200
+
+
+def test_video_to_an_image_sequence(feat_media, tmp_path):
+    out = tmp_path / "frames"
+    result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "sad",
+                    "--image-sequence", "--regression-only")
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.glob("frame_*.png"))) == len(decode(feat_media / "single_face.mp4"))
