@@ -74,11 +74,11 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
         for start in tqdm(range(0, len(jobs), batch), desc=name, unit="batch", leave=False):
             chunk = jobs[start : start + batch]
             inputs = [read_rgb(neutral) for neutral, _ in chunk]
-            outputs = method(inputs, [expression for _, expression in chunk])
-            probabilities = expression_judge.probabilities(outputs)
-            for (neutral, expression), source, output, probability in zip(chunk, inputs, outputs, probabilities):
+            batch_outputs = method(inputs, [expression for _, expression in chunk])
+            outputs += batch_outputs
+            probabilities = expression_judge.probabilities(batch_outputs)
+            for (neutral, expression), source, output, probability in zip(chunk, inputs, batch_outputs, probabilities):
                 reals = [read_rgb(t) for t in targets_of[(neutral, expression)]]
-                outputs.append(output)
                 per_job.append({
                     "expression": expression,
                     "ecs_hit": float(JUDGE_CLASSES[int(probability.argmax())] == expression),
