@@ -13,7 +13,7 @@ def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionPro
     """Write ``program.duration * fps`` frames to ``sink``; returns the frame count."""
     matrices = editor.locate(image)  # the face does not move: find it once
     crops = [editor.aligner.crop(image, matrix) for matrix in matrices]
-    wanted = {segment.expression for segment in program.segments} - {"neutral"}
+    wanted = set(program.expressions) - {"neutral"}
     for name in wanted:
         editor.label_of(name)  # a clear error before any frame is written
     full = {name: editor.synthesize_crops(crops, name, 1.0) for name in sorted(wanted)}

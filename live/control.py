@@ -13,6 +13,10 @@ class ExpressionController:
         self.target = (expression, intensity)
         self.changed_at = float("-inf")
 
+    @property
+    def expressions(self) -> list[str]:
+        return [self.target[0]]
+
     def set(self, expression: str, intensity: float, now: float) -> None:
         self.current = self.at(now)
         self.target = (expression, intensity)

@@ -44,6 +44,11 @@ class ExpressionProgram:
             clock += segment.seconds
         self.duration = clock
 
+    @property
+    def expressions(self) -> list[str]:
+        """Every expression the program shows, for checking against the model before any frame is made."""
+        return [segment.expression for segment in self.segments]
+
     def at(self, t: float) -> list[tuple[str, float]]:
         index = max(i for i, start in enumerate(self.starts) if start <= max(t, 0.0))
         current = self.segments[index].expression

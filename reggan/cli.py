@@ -324,11 +324,14 @@ def run_animate(args, config):
     print(f"wrote {args.out} ({frames} frames, {program.duration:.1f} s)")
 
 
-def make_processor(config, args, controller):
+def make_processor(config, args, controller, editor=None):
+    """A fresh frame processor (its own tracks and smoothing state); pass ``editor`` to reuse a loaded model."""
     from live.processor import FrameProcessor
     from live.tracker import FaceTracker
 
-    editor = make_editor(config, args)
+    editor = editor or make_editor(config, args)
+    for name in controller.expressions:
+        editor.label_of(name)  # a clear error before any frame is read
     tracking = with_overrides(config, "tracker", {"max_faces": args.max_faces, "detect_every": args.detect_every,
                                                   "min_face": args.min_face})["tracker"]
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
@@ -347,16 +350,12 @@ def make_controller(config, args):
     return ExpressionController(args.expression, intensity, args.ramp)
 
 
-def process_video_file(config, args, source_path, out_path) -> dict:
+def process_video_file(config, args, source_path, out_path, editor=None) -> dict:
     from live.loop import run_file
-    from live.sinks import VideoFileSink
+    from live.sinks import ImageSequenceSink, VideoFileSink
     from live.sources import VideoFileSource
 
-    controller = make_controller(config, args)
-    processor = make_processor(config, args, controller)
-    check_expressions(processor, controller)
-    from live.sinks import ImageSequenceSink
-
+    processor = make_processor(config, args, make_controller(config, args), editor)
     with VideoFileSource(source_path) as source:
         if getattr(args, "image_sequence", False):
             sink = ImageSequenceSink(out_path)
@@ -366,14 +365,6 @@ def process_video_file(config, args, source_path, out_path) -> dict:
         with sink:
             counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
     return counts
-
-
-def check_expressions(processor, controller) -> None:
-    names = [s.expression for s in controller.segments] if hasattr(controller, "segments") else [controller.target[0]]
-    for name in names:
-        if name not in processor.synthesize.backend.expressions:
-            raise UserError(f"unknown expression {name!r}; this model knows "
-                            f"{', '.join(processor.synthesize.backend.expressions)}")
 
 
 def run_video(args, config):
@@ -393,11 +384,12 @@ def run_batch(args, config):
     videos = videos_in(args.input_dir)
     if not videos:
         raise UserError(f"no videos in {args.input_dir}")
+    editor = make_editor(config, args)  # the model loads once; each file gets fresh tracks and smoothing
     failed = []
     for path in videos:
         out = Path(args.out) / (path.stem + ".mp4")
         try:
-            counts = process_video_file(config, args, path, out)
+            counts = process_video_file(config, args, path, out, editor)
             print(f"ok      {path.name} -> {out} ({counts['frames']} frames)")
         except (SourceError, ValueError, OSError) as error:
             failed.append(path.name)
@@ -414,7 +406,6 @@ def run_live(args, config):
 
     controller = make_controller(config, args)
     processor = make_processor(config, args, controller)
-    check_expressions(processor, controller)
     if not (args.virtual_cam or args.preview):
         raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
     preview = PreviewWindow(controller, processor.synthesize.backend.expressions) if args.preview else None
