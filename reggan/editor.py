@@ -58,7 +58,6 @@ class PhotoEditor:
             result = self.compositor.paste(result, old, new, matrix)
         return result
 
-
     def strip(self, image: np.ndarray, intensity: float = 1.0, height: int = 320) -> np.ndarray:
         """One tile per expression (the input first, as neutral), side by side, each cut around the largest face."""
         import cv2
