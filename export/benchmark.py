@@ -50,9 +50,10 @@ def run_synthesizer_benchmark(synthesizer, checkpoint, backends, device, batches
     print(f"synthesizer benchmark on {machine}; {synthesizer.resolution}px faces, median of {repeats}")
     print("| backend | batch | latency ms | ms per face | faces/s |")
     print("|---|---|---|---|---|")
-    for name in backends:
+    for name in backends:  # NAME or NAME:PRECISION (torch:bf16)
+        backend_name, _, precision = name.partition(":")
         try:
-            backend = make_backend(name, synthesizer, checkpoint, device)
+            backend = make_backend(backend_name, synthesizer, checkpoint, device, precision or "auto")
         except BackendUnavailable as why:
             print(f"| {name} | – | unavailable: {why} | | |")
             results["backends"][name] = {"unavailable": str(why)}

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--tracker", choices=["dlib", "face-alignment"])
     edit.add_argument("--device", choices=["cpu", "cuda"])
     edit.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    edit.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
 
     evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
     evaluate.add_argument("--prepared", help="prepared data folder (its 'eval' split is used)")
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--tracker", choices=["dlib", "face-alignment"])
     animate.add_argument("--device", choices=["cpu", "cuda"])
     animate.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    animate.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
 
     export = command("export", "export the synthesizer to ONNX (checked against PyTorch) or a TensorRT engine")
     export.add_argument("format", choices=["onnx", "tensorrt"])
@@ -157,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", "synthesizer throughput and latency per backend at batch 1, 8 and 32")
     bench.add_argument("--checkpoint")
-    bench.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    bench.add_argument("--backends", nargs="+",
+                       help="NAME[:PRECISION] each (default: torch:fp32 torch:bf16 onnxruntime on a CPU, "
+                            "torch:fp32 torch:fp16 tensorrt on CUDA)")
     bench.add_argument("--device", choices=["cpu", "cuda"])
     bench.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     bench.add_argument("--repeats", type=int, default=10)
@@ -166,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=200)
     bench.add_argument("--resize", help="WxH: scale the clip's frames first (e.g. 640x480 for the live target)")
     bench.add_argument("--backend", default="auto", help="backend for the frame-loop timing")
+    bench.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
     bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
     bench.add_argument("--live", action="store_true", help="also replay --video as a 30 fps camera through the live loop")
 
@@ -180,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--checkpoint")
         sub.add_argument("--tracker", choices=["dlib", "face-alignment"])
         sub.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+        sub.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                         help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
         sub.add_argument("--device", choices=["cpu", "cuda"])
 
     video = command("video", "change the expression in a video file, keeping its audio in sync")
@@ -300,7 +310,8 @@ def make_editor(config, args):
 
     device = args.device or config["runtime"]["device"]
     backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args),
-                           checkpoint_path(config, args.checkpoint), device)
+                           checkpoint_path(config, args.checkpoint), device,
+                           getattr(args, "precision", None) or config["runtime"]["precision"])
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
     return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"])
 
@@ -568,14 +579,16 @@ def run_bench(args, config):
     device = args.device or config["runtime"]["device"]
     synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu",
                                                         regression_only=args.regression_only))
-    results = run_synthesizer_benchmark(synthesizer, checkpoint_path(config, args.checkpoint), args.backends,
-                                        device, args.batches, args.repeats)
+    default_backends = (["torch:fp32", "torch:fp16", "tensorrt"] if device == "cuda"
+                        else ["torch:fp32", "torch:bf16", "onnxruntime"])
+    results = run_synthesizer_benchmark(synthesizer, checkpoint_path(config, args.checkpoint),
+                                        args.backends or default_backends, device, args.batches, args.repeats)
     if args.video:
         from export.benchmark import run_pipeline_benchmark
         from live.control import ExpressionController
 
         loop_args = argparse.Namespace(checkpoint=args.checkpoint, device=device, backend=args.backend,
-                                       regression_only=args.regression_only, tracker=None, max_faces=1, detect_every=None, min_face=None, smoothing=0.05)
+                                       precision=args.precision, regression_only=args.regression_only, tracker=None, max_faces=1, detect_every=None, min_face=None, smoothing=0.05)
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)

@@ -92,7 +92,7 @@ class DlibTracker:
             pad = max(image.shape[:2]) // 4
             padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
             boxes = self._run_detector(padded, offset=pad)
-        return sorted(boxes, key=lambda box: -box.area)
+        return sorted(boxes, key=lambda box: (-box.area, -box.score))
 
     def _run_detector(self, image: np.ndarray, offset: int) -> list[FaceBox]:
         rects, scores, _ = self._detector.run(image, self.upsample, 0.0)

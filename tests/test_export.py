@@ -12,7 +12,8 @@ import torch
 
 from export.onnx_export import check_forward, example_inputs, export_onnx
 from reggan.tensorrt_runtime import TensorRTUnavailable, engine_cache_key, require_tensorrt
-from reggan.backends import OnnxRuntimeBackend, TorchBackend, make_backend
+from reggan.backends import (BackendUnavailable, OnnxRuntimeBackend, TorchBackend, cpu_has_fast_bf16, make_backend,
+                             resolve_precision)
 from reggan.checkpoint import save_synthesizer
 from reggan.networks import Synthesizer
 
@@ -67,10 +68,34 @@ def test_check_forward_fails_on_a_wrong_graph(small_model, tmp_path):
 
 def test_auto_backend_exports_on_first_use_and_says_which(small_model, tmp_path, cache_dir, capsys):
     checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
-    backend = make_backend("auto", small_model, checkpoint, "cpu")
+    backend = make_backend("auto", small_model, checkpoint, "cpu", precision="fp32")
     assert backend.name == "onnxruntime"
     assert "backend: onnxruntime" in capsys.readouterr().err
     assert list(cache_dir.glob("*/synthesizer.onnx"))
+
+
+def test_auto_prefers_torch_bfloat16_only_on_cpus_with_amx(small_model, tmp_path, cache_dir, capsys):
+    checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
+    backend = make_backend("auto", small_model, checkpoint, "cpu")
+    expected = ("torch", "bf16") if cpu_has_fast_bf16() else ("onnxruntime", None)
+    assert (backend.name, getattr(backend, "precision", None)) == expected
+    assert f"backend: {expected[0]}" in capsys.readouterr().err
+
+
+def test_cpu_bfloat16_stays_within_a_grey_level_of_fp32(small_model):
+    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
+    fp32 = TorchBackend(small_model, "cpu", "fp32")(faces, labels, strength)
+    bf16 = TorchBackend(small_model, "cpu", "bf16")(faces, labels, strength)
+    assert 0 < np.abs(bf16 - fp32).max() < 2 / 255
+
+
+def test_precision_names_are_checked():
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda") == "fp16"
+    with pytest.raises(BackendUnavailable, match="fp16 needs --device cuda"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int4", "cpu")
 
 
 def test_cli_export_onnx_prints_the_parity(tmp_path, cache_dir):
@@ -108,9 +133,20 @@ def test_missing_tensorrt_or_gpu_is_a_clear_error(tmp_path):
 def test_cuda_fp16_matches_fp32(small_model):
     faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
     fp32 = TorchBackend(small_model, "cpu")(faces, labels, strength)
-    fp16 = TorchBackend(small_model, "cuda", fp16=True)(faces, labels, strength)
+    fp16 = TorchBackend(small_model, "cuda", "fp16", cuda_graphs=False)(faces, labels, strength)
     small_model.float().cpu()
     assert np.abs(fp16 - fp32).max() < 2e-2
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none here); run benchmarks/gpu_check.py on one")
+def test_cuda_graph_replay_matches_eager_for_each_batch_size(small_model):
+    eager = TorchBackend(small_model, "cuda", "fp32", cuda_graphs=False)
+    graphed = TorchBackend(small_model, "cuda", "fp32", cuda_graphs=True)
+    for batch in (1, 3, 1):  # a size seen again replays its captured graph
+        faces, labels, strength = (t.numpy() for t in example_inputs(small_model, batch))
+        assert np.abs(graphed(faces, labels, strength) - eager(faces, labels, strength)).max() < 1e-5
+    assert sorted(graphed.run.graphs) == [1, 3]
+    small_model.float().cpu()
 
 
 @pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs TensorRT 10 and an NVIDIA GPU (absent here)")
