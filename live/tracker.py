@@ -26,7 +26,7 @@ import cv2
 
 from live.filters import OneEuroFilter
 from reggan.alignment import Aligner
-from reggan.trackers import FaceBox, box_around, find_faces
+from reggan.trackers import FaceBox, around, box_around, find_faces
 
 THUMBNAIL = Aligner(32)
 
@@ -85,9 +85,7 @@ class FaceTracker:
                           or any(track.doubtful for track in followed))
         self.detected_last_frame = need_detection
         if need_detection:
-            # A few spare candidates: a false detection bigger than the real face must not push a tracked face
-            # out of a max_faces=1 budget (seen on a flag behind a face).
-            found = find_faces(self.backend, frame, self.max_faces + 2, self.detect_max_side, with_boxes=True)
+            found = self._detect(frame, followed)
             faces = [(landmarks, box) for landmarks, box in found if plausible(landmarks, self.min_face)]
             self.tracks = self._match(frame, followed, faces)
             self.frames_since_detect = 0
@@ -96,6 +94,17 @@ class FaceTracker:
         for track in self.tracks:
             track.landmarks = track.filter(track.raw, timestamp).astype(np.float32)
         return self.tracks
+
+    def _detect(self, frame: np.ndarray, followed: list[Track]) -> list[tuple[np.ndarray, FaceBox]]:
+        """Run the detector: around each followed face when no new face could be added anyway (the common
+        max_faces=1 case; at most 300 px across, whatever the face size), over the whole frame otherwise. A few spare candidates
+        keep a false detection bigger than the real face from pushing a tracked face out of its slot (seen on a
+        flag behind a face)."""
+        if followed and len(followed) >= self.max_faces:
+            # The region is 2.2 face widths across; searched at 300 px the face is ~135 px, well above HOG's 80.
+            return [found for track in followed
+                    for found in find_faces(self.backend, frame, 3, 300, True, around(track.box, 0.6))]
+        return find_faces(self.backend, frame, self.max_faces + 2, self.detect_max_side, with_boxes=True)
 
     def _follow(self, frame: np.ndarray) -> list[Track]:
         """Re-fit each track's landmarks inside its box and move the box with them; drop tracks that fail."""

@@ -80,6 +80,28 @@ class Aligner:
             crop, invert_affine(matrix), (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
 
+    def footprint(self, matrix: np.ndarray, image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The image rows and columns the crop covers: (top, bottom, left, right), clipped to the image."""
+        size = self.resolution
+        corners = transform_points(np.array([[0, 0], [size, 0], [0, size], [size, size]], float), invert_affine(matrix))
+        height, width = image_shape[:2]
+        left, top = np.floor(corners.min(axis=0)).astype(int)
+        right, bottom = np.ceil(corners.max(axis=0)).astype(int) + 1
+        return max(top, 0), min(bottom, height), max(left, 0), min(right, width)
+
+    def uncrop_region(self, crop: np.ndarray, matrix: np.ndarray, image_shape: tuple[int, ...]):
+        """Like ``uncrop``, but only over the crop's footprint: returns (region, (top, left)), or (None, None)
+        when the crop lies outside the image. A face is a small part of a frame, so this is most of the work
+        saved."""
+        top, bottom, left, right = self.footprint(matrix, image_shape)
+        if bottom <= top or right <= left:
+            return None, None
+        shifted = invert_affine(matrix)
+        shifted[:, 2] -= (left, top)
+        region = cv2.warpAffine(crop, shifted, (right - left, bottom - top), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT)
+        return region, (top, left)
+
     def face_mask(self, feather: float) -> np.ndarray:
         """Soft mask of the face in crop space  # [R, R] float32 in [0, 1].
 

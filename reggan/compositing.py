@@ -23,5 +23,12 @@ class FeatheredCompositor:
         matrix: image -> crop  # [2, 3]. Returns the new image."""
         change = after.astype(np.float32) - before.astype(np.float32)
         weighted = change * self.mask[..., None]
-        back = self.aligner.uncrop(weighted, matrix, image.shape)
-        return (image.astype(np.float32) + back).round().clip(0, 255).astype(np.uint8)
+        back, corner = self.aligner.uncrop_region(weighted, matrix, image.shape)
+        if back is None:
+            return image
+        top, left = corner
+        bottom, right = top + back.shape[0], left + back.shape[1]
+        result = image.copy()
+        region = image[top:bottom, left:right].astype(np.float32) + back
+        result[top:bottom, left:right] = region.round().clip(0, 255).astype(np.uint8)
+        return result

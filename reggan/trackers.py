@@ -151,16 +151,32 @@ def make_tracker(name: str, **options) -> DlibTracker | FaceAlignmentTracker:
     return TRACKERS[name](**options)
 
 
-def find_faces(tracker, image: np.ndarray, max_faces: int = 1, detect_max_side: int = 640, with_boxes: bool = False):
+def find_faces(tracker, image: np.ndarray, max_faces: int = 1, detect_max_side: int = 640, with_boxes: bool = False,
+               region: FaceBox | None = None):
     """Landmarks  # [68, 2] of up to ``max_faces`` faces in an RGB image, largest first (with their detector
-    boxes when ``with_boxes``).
+    boxes when ``with_boxes``); only inside ``region`` when given (image coordinates).
 
     Detection runs on a copy no larger than ``detect_max_side`` (HOG cost grows with pixels, and faces in large
     photos are large); landmarks are then placed on the full-resolution image.
     """
-    scale = min(1.0, detect_max_side / max(image.shape[:2]))
-    small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    boxes = [FaceBox(b.left / scale, b.top / scale, b.right / scale, b.bottom / scale, b.score)
+    left = top = 0
+    searched = image
+    if region is not None:
+        height, width = image.shape[:2]
+        left, top = max(int(region.left), 0), max(int(region.top), 0)
+        searched = image[top:min(int(np.ceil(region.bottom)), height), left:min(int(np.ceil(region.right)), width)]
+        if searched.size == 0:
+            return []
+    scale = min(1.0, detect_max_side / max(searched.shape[:2]))
+    small = searched if scale == 1.0 else cv2.resize(searched, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    boxes = [FaceBox(b.left / scale + left, b.top / scale + top, b.right / scale + left, b.bottom / scale + top,
+                     b.score)
              for b in tracker.detect(small)[:max_faces]]
     found = [(tracker.landmarks(image, box), box) for box in boxes]
     return found if with_boxes else [landmarks for landmarks, _ in found]
+
+
+def around(box: FaceBox, margin: float) -> FaceBox:
+    """``box`` grown by ``margin`` times its width and height on every side."""
+    dx, dy = margin * (box.right - box.left), margin * (box.bottom - box.top)
+    return FaceBox(box.left - dx, box.top - dy, box.right + dx, box.bottom + dy, box.score)

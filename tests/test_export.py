@@ -160,3 +160,10 @@ def test_tensorrt_engine_build_and_parity(small_model, tmp_path):
     faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
     expected = TorchBackend(small_model)(faces, labels, strength)
     assert np.abs(TensorRTEngineRunner(engine)(faces, labels, strength) - expected).max() < 2e-2
+
+
+def test_a_bfloat16_backend_leaves_the_callers_model_in_fp32(small_model, tmp_path, cache_dir):
+    TorchBackend(small_model, "cpu", "bf16")
+    assert {p.dtype for p in small_model.parameters()} == {torch.float32}
+    path = export_onnx(small_model, tmp_path / "after.onnx")  # still exportable
+    assert check_forward(small_model, path, batches=(1,)) < 1e-5
