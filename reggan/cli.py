@@ -515,6 +515,12 @@ def run_eval(args, config):
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
         results["flicker"] = ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames)
     sheet_inputs = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+    if args.videos:
+        import cv2
+
+        # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
+        stills = [cv2.resize(crop, (384, 384), interpolation=cv2.INTER_CUBIC) for crop in sheet_inputs]
+        results["synthetic_motion"] = ev.evaluate_synthetic_motion(stills, backends, tracker)
     if stills:
         aligner = Aligner(synthesizer.resolution)
         for path in stills[:3]:

@@ -19,6 +19,19 @@ def test_flicker_of_an_unchanged_video_is_one():
     assert flicker_ratio(noisy, jittery, masks) > 1.5
 
 
+def test_flicker_calibration_edits_on_synthetic_head_motion(astronaut):
+    from training.temporal import moving_clip, noisy_edit
+
+    frames = moving_clip(astronaut, frames=12, frame_size=(320, 240), zoom=0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, moving_clip(astronaut, 12, frame_size=(320, 240), zoom=0.5)))
+    masks = [np.ones((240, 320), bool)] * len(frames)
+    brighter = moving_clip(np.clip(astronaut.astype(int) + 10, 0, 255).astype(np.uint8), 12, frame_size=(320, 240),
+                           zoom=0.5)
+    assert flicker_ratio(frames, brighter, masks) == pytest.approx(1.0, abs=0.1)  # a stable edit, moved exactly
+    rng = np.random.default_rng(0)
+    assert flicker_ratio(frames, [noisy_edit(f, m, rng, sigma=6) for f, m in zip(frames, masks)], masks) > 1.5
+
+
 def test_fid_of_a_set_against_itself_is_zero_and_kid_near_zero():
     from skimage import data
 
@@ -66,10 +79,16 @@ def test_report_renders(tmp_path):
                           "same_person_fraction": 1.0, "identity_to_real": 0.4, "l1": 0.08, "ssim": 0.6,
                           "fid": 50.0, "kid": 0.02, "niqe": 5.0, "count": 2},
               "per_expression": {"happy": {"ecs_accuracy": 0.5, "identity_distance": 0.3}}}
+    from training.evaluate import STABLE_REFERENCE
+
     results = {"held_out": {"pairs": 2, "methods": {"RegGAN (full)": method}},
-               "flicker": {"RegGAN (full)": {"per_clip": {"a.mp4": 1.02}, "mean": 1.02}}}
+               "flicker": {"RegGAN (full)": {"per_clip": {"a.mp4": 1.02}, "mean": 1.02},
+                           STABLE_REFERENCE: {"per_clip": {"a.mp4": 1.3}, "mean": 1.3}},
+               "synthetic_motion": {"stills": 1, "frames_each": 90, "methods": {"RegGAN (full)": {
+                   "flicker": 0.99, "flicker_of_exact_answer": 1.0, "error_to_exact_answer": 2.74}}}}
     sheet = np.zeros((40, 80, 3), np.uint8)
     report = write_report(results, tmp_path, "reggan eval", "test machine", sheet)
     text = report.read_text()
     assert "| RegGAN (full) | 0.500 |" in text and "a.mp4" in text and "1.020" in text
+    assert "calibrate the metric" in text and "| RegGAN (full) | 0.990 | 1.000 | 2.74 |" in text
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()

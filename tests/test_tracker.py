@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import pytest
 
 from live.tracker import FaceTracker
 from reggan.alignment import STABLE_POINTS, transform_points
+from training.temporal import head_motion, moving_clip
 
 WIDTH, HEIGHT = 640, 480
 
 
 def motion(t: float) -> np.ndarray:
-    """A smooth head-like path: sway, nod, a little roll and zoom  # [2, 3] still -> frame."""
-    matrix = cv2.getRotationMatrix2D((256, 200), 4 * math.sin(2 * math.pi * 0.3 * t),
-                                     0.9 * (1 + 0.05 * math.sin(2 * math.pi * 0.2 * t + 1)))
-    matrix[:, 2] += (60 + 25 * math.sin(2 * math.pi * 0.4 * t), 15 * math.sin(2 * math.pi * 0.25 * t + 0.5))
-    return matrix
+    return head_motion(t, (512, 512), (WIDTH, HEIGHT))
 
 
 @pytest.fixture(scope="module")
 def moving_face(astronaut):
     """90 frames (3 s at 30 fps) of the astronaut moving, with sensor noise  # [H, W, 3] uint8 each."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for index in range(90):
-        moved = cv2.warpAffine(astronaut, motion(index / 30), (WIDTH, HEIGHT), borderMode=cv2.BORDER_REPLICATE)
-        frames.append((moved + rng.normal(0, 2.0, moved.shape)).round().clip(0, 255).astype(np.uint8))
-    return frames
+    return moving_clip(astronaut, 90, 30.0, (WIDTH, HEIGHT))
 
 
 def test_redetection_neither_jumps_nor_loses_the_face(moving_face, astronaut_landmarks, dlib_tracker):

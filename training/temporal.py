@@ -7,6 +7,8 @@ The score is output flicker / input flicker over the clip: 1.0 means "no more fl
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -37,3 +39,43 @@ def flicker_ratio(inputs: list[np.ndarray], outputs: list[np.ndarray], masks: li
     source = residual_change(inputs, flows, masks)
     result = residual_change(outputs, flows, masks)
     return result / source if source > 0 else 1.0
+
+
+# --- Calibration: edits whose answer is known -----------------------------------------------------------------------
+
+def head_motion(t: float, image_shape: tuple[int, ...], frame_size: tuple[int, int], zoom: float = 0.9) -> np.ndarray:
+    """A smooth head-like path for a still at time ``t`` seconds: sway, nod, a little roll and zoom.
+    Returns the still -> frame matrix  # [2, 3]; frame_size is (width, height)."""
+    height, width = image_shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 4 * math.sin(2 * math.pi * 0.3 * t),
+                                     zoom * (1 + 0.05 * math.sin(2 * math.pi * 0.2 * t + 1)))
+    matrix[:, 2] += ((frame_size[0] - width) / 2 + 25 * math.sin(2 * math.pi * 0.4 * t),
+                     (frame_size[1] - height) / 2 + 15 * math.sin(2 * math.pi * 0.25 * t + 0.5))
+    return matrix
+
+
+def moving_clip(still: np.ndarray, frames: int = 90, fps: float = 30.0, frame_size: tuple[int, int] = (640, 480),
+                noise: float = 2.0, zoom: float = 0.9, seed: int = 0) -> list[np.ndarray]:
+    """The still moved along ``head_motion``, with sensor noise (the same noise for the same seed, so an edited
+    still moved with the same seed is the exact answer for the edit)  # RGB uint8 frames."""
+    rng = np.random.default_rng(seed)
+    clip = []
+    for index in range(frames):
+        moved = cv2.warpAffine(still, head_motion(index / fps, still.shape, frame_size, zoom), frame_size,
+                               borderMode=cv2.BORDER_REPLICATE)
+        clip.append((moved + rng.normal(0, noise, moved.shape)).round().clip(0, 255).astype(np.uint8))
+    return clip
+
+
+def stable_contrast_edit(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Contrast x1.5 inside the face: a function of the current frame only, so by construction it adds no
+    flicker — but it adds contrast, as a smile's teeth do, and the metric's flow errors grow with contrast."""
+    boosted = 128 + 1.5 * (frame.astype(np.float32) - 128)
+    weight = mask.astype(np.float32)[..., None]
+    return (frame * (1 - weight) + boosted * weight).round().clip(0, 255).astype(np.uint8)
+
+
+def noisy_edit(frame: np.ndarray, mask: np.ndarray, rng: np.random.Generator, sigma: float = 3.0) -> np.ndarray:
+    """Fresh Gaussian noise inside the face on every frame: flicker by construction."""
+    noise = rng.normal(0, sigma, frame.shape) * mask[..., None]
+    return (frame + noise).round().clip(0, 255).astype(np.uint8)
