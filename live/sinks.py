@@ -1,4 +1,5 @@
 """Where frames go. Every sink is a context manager with ``write(frame)``; frames are RGB uint8 [H, W, 3].
+The live loop's preview window (with its expression hotkeys) is here too: it is shown each output frame.
 
 VideoFileSink encodes with PyAV into ``NAME.partial.EXT`` and renames to the final name only once the container
 is finalised, so an interrupted run (Ctrl-C, an exception) still leaves a valid, playable file with every frame
@@ -170,3 +171,44 @@ class ImageSequenceSink:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+class NullSink:
+    """Discards frames: the live loop with only a preview window and no virtual camera."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def write(self, frame, pts=None):
+        pass
+
+
+class PreviewWindow:
+    """OpenCV window: keys 1..9 pick an expression, + and - change intensity, q or Esc quits."""
+
+    def __init__(self, controller, expressions):
+        self.controller, self.expressions = controller, expressions
+
+    def __call__(self, frame, stats) -> bool:
+        import time as clock
+
+        import cv2
+
+        shown = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.putText(shown, f"{stats['fps']:.0f} fps {stats['latency_ms']:.0f} ms", (10, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2)
+        cv2.imshow("reggan", shown)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        name, intensity = self.controller.target
+        if ord("1") <= key < ord("1") + len(self.expressions):
+            self.controller.set(self.expressions[key - ord("1")], intensity, clock.monotonic())
+        elif key in (ord("+"), ord("=")):
+            self.controller.set(name, min(intensity + 0.1, 1.5), clock.monotonic())
+        elif key == ord("-"):
+            self.controller.set(name, max(intensity - 0.1, 0.0), clock.monotonic())
+        return True

@@ -13,9 +13,12 @@ from pathlib import Path
 import av
 import cv2
 
+from reggan.errors import UserError
 
-class SourceError(RuntimeError):
-    """A source cannot be opened or read: missing, corrupt, no video stream, camera absent or unplugged."""
+
+class SourceError(UserError):
+    """A source cannot be opened or read: missing, corrupt, no video stream, camera absent or unplugged (an
+    expected failure: one line, exit code 2)."""
 
 
 class VideoFileSource:

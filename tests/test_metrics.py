@@ -92,3 +92,15 @@ def test_report_renders(tmp_path):
     assert "| RegGAN (full) | 0.500 |" in text and "a.mp4" in text and "1.020" in text
     assert "calibrate the metric" in text and "| RegGAN (full) | 0.990 | 1.000 | 2.74 |" in text
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
+
+
+def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):
+    from training.evaluate import markdown_table, optional_qualiclip
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no weights here, whatever the machine
+    reason = optional_qualiclip()
+    assert isinstance(reason, str) and ("pyiqa" in reason or "QualiCLIP.pth" in reason)
+    row = {"overall": {"ecs_accuracy": 0.5}, "per_expression": {}}
+    assert "QualiCLIP" not in markdown_table({"methods": {"a": row}})
+    row["overall"]["qualiclip"] = 0.61
+    assert "QualiCLIP ↑" in markdown_table({"methods": {"a": row}}) and "0.610" in markdown_table({"methods": {"a": row}})

@@ -62,6 +62,7 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
             targets_of[(str(row["neutral"]), row["expression"])].append(str(row["target"]))
     jobs = sorted(targets_of)
     expression_judge, identity_judge = ExpressionJudge(), IdentityJudge()
+    qualiclip = optional_qualiclip()
     if distribution:
         from training.quality import NIQE, InceptionFeatures, frechet_distance, kernel_inception_distance
 
@@ -95,7 +96,11 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
             results[name]["overall"]["fid"] = frechet_distance(features, real_features)
             results[name]["overall"]["kid"] = kernel_inception_distance(features, real_features)
             results[name]["overall"]["niqe"] = niqe.of_set(outputs)
+        if not isinstance(qualiclip, str):
+            results[name]["overall"]["qualiclip"] = float(qualiclip(outputs).mean())
     summary = {"pairs": len(jobs), "methods": results}
+    if isinstance(qualiclip, str):
+        summary["qualiclip_unavailable"] = qualiclip
     if distribution:
         summary["fid_samples"] = {"outputs": len(jobs), "real": len(real_paths)}
         summary["real_photos"] = {"ecs_accuracy": float(np.mean([
@@ -103,6 +108,16 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
             expression_judge.probabilities([read_rgb(t) for t in targets_of[(n, e)]])])),
             "niqe": niqe.of_set([read_rgb(p) for p in real_paths])}
     return summary
+
+
+def optional_qualiclip():
+    """The QualiCLIP judge where it can run offline, else the reason it cannot (a string, for the report)."""
+    from training.quality import QualiCLIP, QualityJudgeUnavailable
+
+    try:
+        return QualiCLIP()
+    except QualityJudgeUnavailable as why:
+        return str(why)
 
 
 def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker) -> dict:
@@ -262,15 +277,18 @@ COLUMNS = [("ecs_accuracy", "ECS acc ↑", "{:.3f}"), ("ecs_probability", "ECS p
            ("identity_distance", "FSS: ID dist to input ↓", "{:.3f}"), ("same_person_fraction", "same person ↑", "{:.2f}"),
            ("identity_to_real", "ID dist to real photo ↓", "{:.3f}"),
            ("fid", "FID ↓", "{:.1f}"), ("kid", "KID ↓", "{:.4f}"), ("niqe", "NIQE ↓", "{:.2f}"),
-           ("l1", "L1 ↓", "{:.4f}"), ("ssim", "SSIM ↑", "{:.3f}")]
+           ("qualiclip", "QualiCLIP ↑", "{:.3f}"), ("l1", "L1 ↓", "{:.4f}"), ("ssim", "SSIM ↑", "{:.3f}")]
+OPTIONAL_COLUMNS = {"qualiclip"}  # shown only when some method has it (the judge could run)
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    present = {key for scores in results["methods"].values() for key in scores["overall"]}
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL_COLUMNS or c[0] in present]
+    lines = ["| method | " + " | ".join(title for _, title, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, scores in results["methods"].items():
         overall = scores["overall"]
         lines.append(f"| {name} | " + " | ".join(fmt.format(overall[key]) if key in overall else "–"
-                                                 for key, _, fmt in COLUMNS) + " |")
+                                                 for key, _, fmt in columns) + " |")
     return "\n".join(lines)
 
 
@@ -311,6 +329,8 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
                 f"{held['real_photos']['ecs_accuracy']:.3f}; their NIQE: {held['real_photos']['niqe']:.2f}.\n"
                 if "real_photos" in held else "\n"),
              markdown_table(held) + "\n",
+             *([f"QualiCLIP (the paper's no-reference score) was not computed: {held['qualiclip_unavailable']}.\n"]
+               if "qualiclip_unavailable" in held else []),
              "Per expression (ECS accuracy / identity distance to the input):\n", per_expression_table(held) + "\n"]
     if "ood" in results:
         ood = results["ood"]

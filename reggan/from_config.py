@@ -1,0 +1,40 @@
+"""Build the runtime pieces (model, backend, photo editor) from config.toml values and command-line flags.
+
+Shared by every command module (reggan/cli.py, live/commands.py, training/commands.py, export/commands.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reggan.config import resolve_path
+
+
+def checkpoint_path(config: dict, given: str | None) -> Path:
+    return resolve_path(given or config["model"]["checkpoint"])
+
+
+def load_model(config, args):
+    from reggan.checkpoint import load_synthesizer
+
+    synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint), args.device or config["runtime"]["device"])
+    synthesizer.use_refiner = not getattr(args, "regression_only", False)
+    return synthesizer
+
+
+def make_editor(config, args):
+    from reggan.backends import make_backend
+    from reggan.editor import PhotoEditor
+    from reggan.trackers import make_tracker
+
+    device = args.device or config["runtime"]["device"]
+    backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args),
+                           checkpoint_path(config, args.checkpoint), device,
+                           getattr(args, "precision", None) or config["runtime"]["precision"])
+    tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
+    return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"])
+
+
+def clamped_intensity(config, args) -> float:
+    intensity = config["edit"]["intensity"] if args.intensity is None else args.intensity
+    return float(min(max(intensity, 0.0), config["edit"]["max_intensity"]))

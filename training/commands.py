@@ -1,0 +1,137 @@
+"""The training-side commands: ``reggan prepare``, ``reggan train regression|refine`` and ``reggan eval``.
+
+reggan/cli.py parses the arguments and hands them here; this module turns them into calls on the training stages.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from reggan.config import resolve_path, with_overrides
+from reggan.errors import UserError
+from reggan.from_config import checkpoint_path
+
+
+def run_prepare(args, config):
+    from training.prepare import prepare
+
+    data = dict(config["data"])
+    sources = args.sources or data["sources"]
+    data["sources"] = [kind + ":" + str(resolve_path(path)) for kind, _, path in (s.partition(":") for s in sources)]
+    data["prepared_dir"] = resolve_path(args.prepared or data["prepared"])
+    prepare({**config, "data": data}, rebuild_template=args.rebuild_template)
+
+
+def run_train(args, config):
+    import torch
+
+    from reggan.checkpoint import load_synthesizer, save_synthesizer
+    from reggan.networks import Synthesizer
+
+    prepared = resolve_path(args.prepared or config["data"]["prepared"])
+    regression_path = resolve_path(args.regression)
+    if args.stage == "regression":
+        from training.fit_regression import fit_regression, load_training_pairs
+
+        config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda})
+        model, settings = config["model"], config["regression"]
+        pairs = load_training_pairs(prepared, model["expressions"])
+        layer = fit_regression(pairs, model["expressions"], model["resolution"], settings["kernel"],
+                               settings["ridge_lambda"], settings["batch"])
+        synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"])
+        synthesizer.regression.load_state_dict(layer.state_dict())
+        save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["regression"],
+                         ridge_lambda=settings["ridge_lambda"])
+        print(f"wrote {regression_path}")
+        return
+    from training.prepare import read_manifest
+    from training.train_refiner import train_refiner
+
+    refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
+                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool")
+    config = with_overrides(config, "refine", {key: getattr(args, key) for key in refine_keys})
+    device = args.device or config["runtime"]["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
+    stage1 = load_synthesizer(regression_path)
+    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
+                              generator=args.generator)
+    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    if args.init_refiner:
+        synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
+    out = resolve_path(args.out or config["model"]["checkpoint"])
+    meta = {"stages": ["regression", "refine"], "ridge_lambda": stage1.metadata.get("ridge_lambda"),
+            "training_command": "reggan " + shlex.join(sys.argv[1:])}
+
+    def save(model, step):
+        save_synthesizer(out, model, steps=step, **meta)
+
+    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"],
+                  resolve_path(args.work_dir), device, max_minutes=args.max_minutes, on_checkpoint=save)
+    print(f"wrote {out}")
+
+
+def refiner_weights(path: Path) -> dict:
+    """Refiner tensors from a full checkpoint (``refiner.*`` entries) or a refiner-only safetensors file."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    prefixed = {name[len("refiner."):]: value.float() for name, value in tensors.items() if name.startswith("refiner.")}
+    return prefixed or {name: value.float() for name, value in tensors.items()}
+
+
+def run_eval(args, config):
+    from reggan.alignment import Aligner
+    from reggan.backends import TorchBackend
+    from reggan.checkpoint import load_synthesizer
+    from reggan.images import read_rgb
+    from reggan.trackers import make_tracker
+    from training import evaluate as ev
+    from training.prepare import read_manifest
+
+    synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint))
+    extra = {}
+    for item in args.baseline:
+        name, _, path = item.partition("=")
+        if not path:
+            raise UserError(f"--baseline wants NAME=CHECKPOINT, got {item!r}")
+        extra[name] = load_synthesizer(resolve_path(path))
+    methods = ev.build_methods(synthesizer, extra)
+    expressions = synthesizer.expressions[1:]
+    rows = read_manifest(resolve_path(args.prepared or config["data"]["prepared"]), "eval")
+    results = {"held_out": ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution)}
+    print(ev.markdown_table(results["held_out"]))
+    tracker = make_tracker(config["tracker"]["backend"])
+    stills = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
+                                               if Path(item).is_dir() else [Path(item)])]
+    if stills:
+        results["ood"] = ev.evaluate_stills(stills, methods, expressions, Aligner(synthesizer.resolution), tracker)
+    if args.videos:
+        regression = load_synthesizer(checkpoint_path(config, args.checkpoint))
+        regression.use_refiner = False
+        backends = {"regression only": TorchBackend(regression), "RegGAN (full)": TorchBackend(synthesizer)}
+        backends.update({name: TorchBackend(model) for name, model in extra.items()})
+        results["flicker"] = ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames)
+    sheet_inputs = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+    if args.videos:
+        import cv2
+
+        # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
+        stills = [cv2.resize(crop, (384, 384), interpolation=cv2.INTER_CUBIC) for crop in sheet_inputs]
+        results["synthetic_motion"] = ev.evaluate_synthetic_motion(stills, backends, tracker)
+    if stills:
+        aligner = Aligner(synthesizer.resolution)
+        for path in stills[:3]:
+            from reggan.trackers import find_faces
+
+            image = read_rgb(path)
+            faces = find_faces(tracker, image)
+            if faces:
+                sheet_inputs.append(aligner.crop(image, aligner.matrix_for(faces[0])))
+    sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
+    machine = f"{platform.machine()} CPU, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
+    report = ev.write_report(results, resolve_path(args.out), "reggan " + shlex.join(sys.argv[1:]), machine, sheet)
+    print(f"wrote {report}")
