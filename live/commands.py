@@ -39,7 +39,7 @@ def make_processor(config, args, controller, editor=None):
                                                   "min_face": args.min_face})["tracker"]
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
     return FrameProcessor(tracker, editor.backend, controller, config["edit"]["feather"],
-                          config["edit"]["max_intensity"], args.smoothing)
+                          config["edit"]["max_intensity"], args.smoothing, editor.compositor.colour_match)
 
 
 def make_controller(config, args):

@@ -75,12 +75,12 @@ class ResidualSmoother:
 
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
-                 smoothing: float = 0.05):
+                 smoothing: float = 0.05, colour_match: bool = False):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
         self.smoother = ResidualSmoother(smoothing)
-        self.compositor = FeatheredCompositor(self.aligner, feather)
+        self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.controller = controller
         self.timings: dict[str, list[float]] = defaultdict(list)  # stage -> milliseconds per frame (bench)
         self.record_timings = False  # only benchmarks keep per-frame timings; a live run must not grow memory

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--tracker", choices=["dlib", "face-alignment"])
     edit.add_argument("--device", choices=["cpu", "cuda"])
     edit.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    edit.add_argument("--colour-match", action="store_true", default=None,
+                      help="[edit].colour_match: give the synthesized face the input face's colour")
     edit.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                         help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
 
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--detect-every", type=int, help="[tracker].detect_every")
         sub.add_argument("--min-face", type=float, help="[tracker].min_face")
         sub.add_argument("--smoothing", type=float, default=0.05, help="time constant (s) of the output smoothing")
+        sub.add_argument("--colour-match", action="store_true", default=None,
+                         help="[edit].colour_match: give the synthesized face the input face's colour")
         sub.add_argument("--checkpoint")
         sub.add_argument("--tracker", choices=["dlib", "face-alignment"])
         sub.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])

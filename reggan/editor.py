@@ -14,13 +14,14 @@ class NoFaceError(ValueError):
 
 
 class PhotoEditor:
-    def __init__(self, backend, tracker, feather: float = 0.08, max_intensity: float = 1.5, max_faces: int = 8):
+    def __init__(self, backend, tracker, feather: float = 0.08, max_intensity: float = 1.5, max_faces: int = 8,
+                 colour_match: bool = False):
         """backend: any of reggan.backends (or a callable with .expressions and .resolution)."""
         self.backend = backend
         self.expressions = backend.expressions
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
-        self.compositor = FeatheredCompositor(self.aligner, feather)
+        self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.max_intensity = max_intensity
         self.max_faces = max_faces
 

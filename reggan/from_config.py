@@ -32,7 +32,9 @@ def make_editor(config, args):
                            checkpoint_path(config, args.checkpoint), device,
                            getattr(args, "precision", None) or config["runtime"]["precision"])
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
-    return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"])
+    colour_match = getattr(args, "colour_match", None) or config["edit"].get("colour_match", False)
+    return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"],
+                       colour_match=colour_match)
 
 
 def clamped_intensity(config, args) -> float:

@@ -55,3 +55,37 @@ def test_face_mask_is_soft_and_inside_the_crop():
     assert 0.2 < mask.mean() < 0.6
     assert ((mask > 0.05) & (mask < 0.95)).any()  # feathered
     assert mask[0].max() == 0 and mask[-1].max() == 0  # never touches the border
+
+
+# --- Compositor ---------------------------------------------------------------------------------------------------
+
+def test_paste_over_the_footprint_equals_a_full_frame_paste(astronaut, astronaut_landmarks):
+    from reggan.compositing import FeatheredCompositor
+
+    aligner = Aligner(128)
+    compositor = FeatheredCompositor(aligner, 0.08)
+    matrix = aligner.matrix_for(astronaut_landmarks)
+    before = aligner.crop(astronaut, matrix)
+    after = np.clip(before.astype(np.float32) + np.random.default_rng(0).normal(0, 20, before.shape), 0, 255)
+    full = astronaut + aligner.uncrop((after - before) * compositor.mask[..., None], matrix, astronaut.shape)
+    expected = full.round().clip(0, 255).astype(np.uint8)
+    difference = np.abs(compositor.paste(astronaut, before, after, matrix).astype(int) - expected)
+    # OpenCV places warp coordinates on a 1/32-pixel grid relative to the output's corner, so moving the corner
+    # can move a sample by that much: on this per-pixel noise, a grey level or two at a few pixels.
+    assert difference.max() <= 2 and difference.mean() < 0.05
+
+
+def test_colour_matching_removes_a_tint_but_keeps_what_the_expression_adds(astronaut, astronaut_landmarks):
+    from reggan.compositing import match_colour
+
+    aligner = Aligner(256)
+    before = aligner.crop(astronaut, aligner.matrix_for(astronaut_landmarks))
+    mask = aligner.face_mask(0.08)
+    inside = mask > 0.5
+    assert np.array_equal(match_colour(before.astype(np.float32), before, mask), before)  # nothing to correct
+    tinted = before.astype(np.float32) + np.array([25.0, 0.0, -15.0])  # a warm cast from the synthesizer...
+    tinted[150:170, 100:156] = 250.0  # ...on top of what the expression adds (teeth)
+    matched = match_colour(tinted, before, mask)
+    assert np.abs((matched - before)[inside].mean(axis=0)).max() < 1.0
+    assert np.abs((tinted - before)[inside].mean(axis=0)).max() > 20
+    assert matched[150:170, 100:156].mean() > before[150:170, 100:156].mean() + 50

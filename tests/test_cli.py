@@ -21,9 +21,11 @@ def test_help_has_examples():
     assert "reggan edit photo.jpg --expression happy" in result.stdout
 
 
-def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path):
+@pytest.mark.parametrize("options", [[], ["--colour-match"]])
+def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path,
+                                                         options):
     out = tmp_path / "surprised.png"
-    result = reggan("edit", str(astronaut_png), "--expression", "surprised", "-o", str(out))
+    result = reggan("edit", str(astronaut_png), "--expression", "surprised", "-o", str(out), *options)
     assert result.returncode == 0, result.stderr
     edited = read_rgb(out)
     assert edited.shape == astronaut.shape
