@@ -1,5 +1,10 @@
 """Every GPU check in one run (the GPU is a scarce, timed resource): a refiner training run, CUDA FP16 vs FP32
-parity, and synthesizer throughput / latency at batch 1, 8 and 32.
+parity, synthesizer throughput / latency at batch 1, 8 and 32, the product's own torch backend (FP16 with CUDA
+graphs, numpy in and out) against its eager path, and end-to-end 1280x720 file processing through the frame loop.
+
+The end-to-end run uses the real dlib tracker and H.264 encoder when dlib and PyAV are installed on the GPU machine;
+without dlib it feeds the tracker the known landmarks of a synthetic moving face (timed as "track", near zero) and
+says so, so the other stages are still measured.
 
     python benchmarks/gpu_check.py --regression cache/regression_fp16.safetensors --prepared cache/prepared \
         --out OUT_DIR --train-minutes 6
@@ -85,6 +90,104 @@ def parity(synthesizer, faces: torch.Tensor) -> dict:
     return {"max_abs_levels": error.max().item(), "mean_abs_levels": error.mean().item(), "faces": len(faces)}
 
 
+class KnownLandmarks:
+    """A landmark backend that returns the true landmarks of a synthetic clip (for machines without dlib)."""
+
+    name = "known"
+
+    def __init__(self):
+        self.current = None  # [68, 2], set before each frame
+
+    def detect(self, image):
+        from reggan.trackers import box_around
+
+        return [box_around(self.current)]
+
+    def landmarks(self, image, box):
+        return self.current.astype("float32")
+
+
+def end_to_end(synthesizer, still, frames: int = 300, device: str = "cuda", use_dlib: bool = True) -> dict:
+    """1280x720 file processing through the frame loop: per-stage ms and fps, sequential (as `reggan bench`)."""
+    import numpy as np
+
+    from live.control import ExpressionController
+    from live.processor import FrameProcessor
+    from live.tracker import FaceTracker
+    from reggan.alignment import load_template, transform_points
+    from reggan.backends import TorchBackend
+    from training.temporal import head_motion, moving_clip
+
+    size = (1280, 720)
+    clip = moving_clip(still, frames, 30.0, size, zoom=1.2)
+    try:
+        from reggan.trackers import make_tracker
+
+        if not use_dlib:
+            raise RuntimeError("not asked for")
+        landmarks, tracker_name = make_tracker("dlib"), "dlib"
+    except Exception as why:  # noqa: BLE001 - any reason dlib cannot start means: use the known landmarks
+        landmarks, tracker_name = KnownLandmarks(), f"known landmarks (dlib unavailable: {why})"
+    truth = load_template() * still.shape[0]  # a held-out crop is aligned: its landmarks sit on the template
+    backend = TorchBackend(synthesizer, device, "fp16" if device == "cuda" else "auto", cuda_graphs=True)
+    processor = FrameProcessor(FaceTracker(landmarks, detect_every=10), backend,
+                               ExpressionController("happy", 1.0, 0.0))
+    processor.record_timings = True
+    encode_ms = []
+    try:
+        from live.sinks import VideoFileSink
+
+        sink = VideoFileSink("/tmp/gpu_e2e.mp4", 30.0)
+        sink.__enter__()
+    except ImportError:
+        sink = None
+    started = time.perf_counter()
+    for index, frame in enumerate(clip):
+        if isinstance(landmarks, KnownLandmarks):
+            landmarks.current = transform_points(truth, head_motion(index / 30, still.shape, size, 1.2))
+        out = processor.process(frame, index / 30)
+        if sink is not None:
+            begin = time.perf_counter()
+            sink.write(out)
+            encode_ms.append((time.perf_counter() - begin) * 1000)
+    seconds = time.perf_counter() - started
+    if sink is not None:
+        sink.__exit__(None, None, None)
+    stages = {name: float(np.mean(values)) for name, values in processor.timings.items()}
+    if encode_ms:
+        stages["encode (H.264 veryfast)"] = float(np.mean(encode_ms))
+    return {"frames": frames, "size": list(size), "tracker": tracker_name, "fps": frames / seconds,
+            "ms_per_stage": stages, "bounding_stage": max(stages, key=stages.get)}
+
+
+def backend_check(synthesizer, faces: torch.Tensor) -> dict:
+    """The shipped torch backend on CUDA (FP16, CUDA graphs) against its eager path: parity and latency with the
+    numpy copies in and out that the frame loop pays."""
+    from reggan.backends import TorchBackend
+
+    count = len(synthesizer.expressions) - 1
+    graphed = TorchBackend(synthesizer, "cuda", "fp16", cuda_graphs=True)
+    eager = TorchBackend(synthesizer, "cuda", "fp16", cuda_graphs=False)
+    results = {}
+    for batch in (1, 32):
+        x = faces[:batch].float().cpu().numpy()
+        expression = (torch.arange(batch) % count + 1).numpy()
+        intensity = torch.ones(batch).numpy()
+        difference = abs(graphed(x, expression, intensity) - eager(x, expression, intensity)).max() * 255
+        timings = {}
+        for name, backend in (("eager", eager), ("cuda_graph", graphed)):
+            for _ in range(5):
+                backend(x, expression, intensity)
+            samples = []
+            for _ in range(50):
+                begin = time.perf_counter()
+                backend(x, expression, intensity)
+                samples.append((time.perf_counter() - begin) * 1000)
+            timings[f"{name}_ms"] = sorted(samples)[len(samples) // 2]
+        results[f"b{batch}"] = {**timings, "graph_vs_eager_max_levels": float(difference)}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regression", required=True)
@@ -161,6 +264,14 @@ def main() -> None:
         print(f"benchmark failed: {error}")
         report["throughput"] = {}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    for name, check in (("backend", lambda: backend_check(synthesizer, faces)),
+                        ("end_to_end_720p", lambda: end_to_end(synthesizer, read_rgb(photos[0])))):
+        try:
+            report[name] = check()
+        except Exception as error:  # noqa: BLE001 - one failed check must not lose the others' numbers
+            print(f"{name} failed: {error!r}")
+            report[name] = {"failed": repr(error)}
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print(f"\nGPU check on {card}")
     print(f"training: {steps_done} steps at batch {args.batch} in {train_seconds:.0f} s")
     p = report["parity_fp16_vs_fp32"]
@@ -169,7 +280,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for key, row in report["throughput"].items():
         precision, batch = key.split("_b")
-        print(f"| {precision} | {batch} | {row['eager_ms']:.2f} | {row['cuda_graph_ms']:.2f} | {row['ms_per_face_graph']:.3f} |")
+        print(f"| {precision} | {batch} | {row['eager_ms']:.2f} | {row['cuda_graph_ms']:.2f} | "
+              f"{row['ms_per_face_graph']:.3f} |")
+    print("torch backend (FP16, numpy in/out):", json.dumps(report["backend"]))
+    print("end to end, 1280x720:", json.dumps(report["end_to_end_720p"]))
 
 
 if __name__ == "__main__":
