@@ -41,6 +41,8 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision != "auto":
         if precision == "fp16" and device != "cuda":
             raise BackendUnavailable("fp16 needs --device cuda; on a CPU use bf16 or fp32")
+        if precision == "bf16" and device == "cuda":
+            raise BackendUnavailable("bf16 is the CPU path (AMX); on CUDA use fp16 or fp32")
         return precision
     if device == "cuda":
         return "fp16"  # measured max error 1.2/255 against FP32 on an H200 (docs/benchmarks.md)

@@ -94,6 +94,8 @@ def test_precision_names_are_checked():
     assert resolve_precision("auto", "cuda") == "fp16"
     with pytest.raises(BackendUnavailable, match="fp16 needs --device cuda"):
         resolve_precision("fp16", "cpu")
+    with pytest.raises(BackendUnavailable, match="on CUDA use fp16"):
+        resolve_precision("bf16", "cuda")
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("int4", "cpu")
 
