@@ -104,3 +104,39 @@ def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(t
     assert "QualiCLIP" not in markdown_table({"methods": {"a": row}})
     row["overall"]["qualiclip"] = 0.61
     assert "QualiCLIP ↑" in markdown_table({"methods": {"a": row}}) and "0.610" in markdown_table({"methods": {"a": row}})
+
+
+def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronaut_landmarks, feat_media, tmp_path):
+    """`reggan eval` from one command, every section, on a tiny prepared set made from the astronaut."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from reggan.alignment import Aligner
+    from reggan.images import write_rgb
+
+    aligner = Aligner(256)
+    crop = aligner.crop(astronaut, aligner.matrix_for(astronaut_landmarks))
+    prepared = tmp_path / "prepared"
+    (prepared / "crops").mkdir(parents=True)
+    write_rgb(prepared / "crops" / "neutral.png", crop)
+    write_rgb(prepared / "crops" / "smile.png", crop)  # her own smile: she smiles in the photo
+    with open(prepared / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dataset", "subject", "expression", "neutral", "target", "split"])
+        for expression in ("happy", "surprised"):
+            writer.writerow(["pairs", "1", expression, "crops/neutral.png", "crops/smile.png", "eval"])
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "reggan.cli", "eval", "--prepared", str(prepared), "--no-distribution",
+         "--ood", str(astronaut_png), "--videos", str(feat_media / "single_face.mp4"), "--video-frames", "6",
+         "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"held_out", "ood", "flicker", "synthetic_motion"}
+    assert results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
+    assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)"}
+    report = (out / "results.md").read_text()
+    assert "single_face.mp4" in report and "answer known" in report and (out / "contact_sheet.png").is_file()
+    assert not (out / "results.partial.json").exists()

@@ -5,10 +5,13 @@ reggan/cli.py parses the arguments and hands them here; this module turns them i
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import sys
 from pathlib import Path
+
+import cv2
 
 from reggan.config import resolve_path, with_overrides
 from reggan.errors import UserError
@@ -84,13 +87,25 @@ def refiner_weights(path: Path) -> dict:
 
 
 def run_eval(args, config):
+    """Every section of the report in turn; the numbers so far are kept in OUT/results.partial.json after each, so
+    a failure late in a long run loses nothing already measured."""
+    import json
+
     from reggan.alignment import Aligner
     from reggan.backends import TorchBackend
     from reggan.checkpoint import load_synthesizer
     from reggan.images import read_rgb
-    from reggan.trackers import make_tracker
+    from reggan.trackers import find_faces, make_tracker
     from training import evaluate as ev
     from training.prepare import read_manifest
+
+    out_dir = resolve_path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+
+    def keep(section: str, value) -> None:
+        results[section] = value
+        (out_dir / "results.partial.json").write_text(json.dumps(results, indent=1))
 
     synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint))
     extra = {}
@@ -101,37 +116,36 @@ def run_eval(args, config):
         extra[name] = load_synthesizer(resolve_path(path))
     methods = ev.build_methods(synthesizer, extra)
     expressions = synthesizer.expressions[1:]
-    rows = read_manifest(resolve_path(args.prepared or config["data"]["prepared"]), "eval")
-    results = {"held_out": ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution)}
-    print(ev.markdown_table(results["held_out"]))
+    aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
-    stills = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
-                                               if Path(item).is_dir() else [Path(item)])]
-    if stills:
-        results["ood"] = ev.evaluate_stills(stills, methods, expressions, Aligner(synthesizer.resolution), tracker)
+
+    rows = read_manifest(resolve_path(args.prepared or config["data"]["prepared"]), "eval")
+    keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution))
+    print(ev.markdown_table(results["held_out"]))
+    held_out_faces = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+
+    ood_paths = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
+                                                  if Path(item).is_dir() else [Path(item)])]
+    if ood_paths:
+        keep("ood", ev.evaluate_stills(ood_paths, methods, expressions, aligner, tracker))
+
     if args.videos:
         regression = load_synthesizer(checkpoint_path(config, args.checkpoint))
         regression.use_refiner = False
         backends = {"regression only": TorchBackend(regression), "RegGAN (full)": TorchBackend(synthesizer)}
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
-        results["flicker"] = ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames)
-    sheet_inputs = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
-    if args.videos:
-        import cv2
-
+        keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
-        stills = [cv2.resize(crop, (384, 384), interpolation=cv2.INTER_CUBIC) for crop in sheet_inputs]
-        results["synthetic_motion"] = ev.evaluate_synthetic_motion(stills, backends, tracker)
-    if stills:
-        aligner = Aligner(synthesizer.resolution)
-        for path in stills[:3]:
-            from reggan.trackers import find_faces
+        moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face in held_out_faces]
+        keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker))
 
-            image = read_rgb(path)
-            faces = find_faces(tracker, image)
-            if faces:
-                sheet_inputs.append(aligner.crop(image, aligner.matrix_for(faces[0])))
+    sheet_inputs = list(held_out_faces)
+    for path in ood_paths[:3]:
+        faces = find_faces(tracker, read_rgb(path))
+        if faces:
+            sheet_inputs.append(aligner.crop(read_rgb(path), aligner.matrix_for(faces[0])))
     sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
-    machine = f"{platform.machine()} CPU, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
-    report = ev.write_report(results, resolve_path(args.out), "reggan " + shlex.join(sys.argv[1:]), machine, sheet)
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}"
+    report = ev.write_report(results, out_dir, "reggan " + shlex.join(sys.argv[1:]), machine, sheet)
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
     print(f"wrote {report}")
