@@ -1,14 +1,15 @@
 """Face tracking across frames: detect now and then, landmarks every frame, One Euro smoothing per track.
 
-Detection (the slow part) runs on the first frame, every ``detect_every`` frames and whenever a track is lost;
-in between, each track's landmarks are re-fitted inside its detector box, moved and scaled with the landmarks.
+Detection (the slow part) runs on the first frame, every ``detect_every`` frames and whenever a track is lost or
+in doubt (below); in between, each track's landmarks are re-fitted inside its detector box, moved and scaled with
+the landmarks.
 (The shape predictor was trained on detector boxes: feeding it the tight box of its own previous landmarks instead
 was measured to drift by tens of pixels within a few frames and tripled the output flicker.) Tracks are matched to
 detections by box overlap, so several faces keep their own filters. A re-detection that agrees with a followed box
 only confirms the track: HOG boxes come in coarse scale steps (87 px, then 72 px for the same face), and swapping
 the box moves all 68 landmarks at once — on a synthetic moving face that swap was the whole of the crop jitter
-(14 px per frame with detection on every frame against 0.13 px with the followed box). Faces smaller than ``min_face`` or turned
-away (landmarks that collapse) are not tracked and pass through untouched.
+(14 px per frame with detection on every frame against 0.13 px with the followed box). Faces smaller than
+``min_face`` or turned away (landmarks that collapse) are not tracked and pass through untouched.
 
 The shape predictor always returns 68 points, even on a wall, so a followed face is also checked by appearance: a
 32-pixel aligned grey thumbnail compared with the previous frame's (normalised cross-correlation; 0.95-0.99 on real
@@ -20,9 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from live.filters import OneEuroFilter
 from reggan.alignment import Aligner
