@@ -111,7 +111,8 @@ def run_live(args, config):
     processor = make_processor(config, args, controller)
     if not (args.virtual_cam or args.preview):
         raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
-    preview = PreviewWindow(controller, processor.synthesize.backend.expressions) if args.preview else None
+    preview = PreviewWindow(controller, processor.synthesize.backend.expressions,
+                            config["edit"]["max_intensity"]) if args.preview else None
     with WebcamSource(args.camera, args.width, args.height, args.fps) as camera:
         sink = VirtualCameraSink(args.width, args.height, args.fps) if args.virtual_cam else NullSink()
         with sink:

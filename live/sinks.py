@@ -189,8 +189,8 @@ class NullSink:
 class PreviewWindow:
     """OpenCV window: keys 1..9 pick an expression, + and - change intensity, q or Esc quits."""
 
-    def __init__(self, controller, expressions):
-        self.controller, self.expressions = controller, expressions
+    def __init__(self, controller, expressions, max_intensity: float = 1.5):
+        self.controller, self.expressions, self.max_intensity = controller, expressions, max_intensity
 
     def __call__(self, frame, stats) -> bool:
         import time as clock
@@ -208,7 +208,7 @@ class PreviewWindow:
         if ord("1") <= key < ord("1") + len(self.expressions):
             self.controller.set(self.expressions[key - ord("1")], intensity, clock.monotonic())
         elif key in (ord("+"), ord("=")):
-            self.controller.set(name, min(intensity + 0.1, 1.5), clock.monotonic())
+            self.controller.set(name, min(intensity + 0.1, self.max_intensity), clock.monotonic())
         elif key == ord("-"):
             self.controller.set(name, max(intensity - 0.1, 0.0), clock.monotonic())
         return True
