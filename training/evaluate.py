@@ -186,29 +186,30 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
     edits whose answer is known, on the face masks of the first method."""
     import av
 
-    from training.temporal import flicker_ratio, noisy_edit, stable_contrast_edit
+    from training.temporal import FlickerMeter, noisy_edit, stable_contrast_edit
 
     results: dict[str, dict[str, float]] = defaultdict(dict)
     for clip in clips:
         with av.open(str(clip)) as container:
             frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(max_frames), container.decode(video=0))]
             rate = float(container.streams.video[0].average_rate or 30)
+        meter = FlickerMeter(frames)
         reference_masks = None
         for name, backend in backends.items():
             outputs, masks = process_clip(frames, backend, tracker_backend, rate, expression)
             reference_masks = reference_masks or masks
-            results[name][Path(clip).name] = flicker_ratio(frames, outputs, masks)
+            results[name][Path(clip).name] = meter.ratio(outputs, masks)
         rng = np.random.default_rng(0)
-        results[STABLE_REFERENCE][Path(clip).name] = flicker_ratio(
-            frames, [stable_contrast_edit(f, m) for f, m in zip(frames, reference_masks)], reference_masks)
-        results[NOISY_REFERENCE][Path(clip).name] = flicker_ratio(
-            frames, [noisy_edit(f, m, rng) for f, m in zip(frames, reference_masks)], reference_masks)
+        results[STABLE_REFERENCE][Path(clip).name] = meter.ratio(
+            [stable_contrast_edit(f, m) for f, m in zip(frames, reference_masks)], reference_masks)
+        results[NOISY_REFERENCE][Path(clip).name] = meter.ratio(
+            [noisy_edit(f, m, rng) for f, m in zip(frames, reference_masks)], reference_masks)
     return {name: {"per_clip": clips_, "mean": float(np.mean(list(clips_.values())))}
             for name, clips_ in results.items()}
 
 
 def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_backend,
-                              expression: str = "happy") -> dict:
+                              expression: str = "happy", frames_each: int = 90) -> dict:
     """Flicker where the right answer is known: each still moved along a head-like path (training/temporal.py),
     through the frame loop, against the still edited once and moved along the same path (the exact answer).
 
@@ -216,20 +217,21 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
     result), and the mean absolute error to the exact answer inside the face (grey levels).
     """
     from reggan.editor import PhotoEditor
-    from training.temporal import flicker_ratio, moving_clip
+    from training.temporal import FlickerMeter, moving_clip
 
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for index, still in enumerate(stills):
-        frames = moving_clip(still, seed=index)
+        frames = moving_clip(still, frames_each, seed=index)
+        meter = FlickerMeter(frames)
         for name, backend in backends.items():
-            exact = moving_clip(PhotoEditor(backend, tracker_backend).edit(still, expression), seed=index)
+            exact = moving_clip(PhotoEditor(backend, tracker_backend).edit(still, expression), frames_each, seed=index)
             outputs, masks = process_clip(frames, backend, tracker_backend, 30.0, expression)
-            scores[name]["flicker"].append(flicker_ratio(frames, outputs, masks))
-            scores[name]["flicker_of_exact_answer"].append(flicker_ratio(frames, exact, masks))
+            scores[name]["flicker"].append(meter.ratio(outputs, masks))
+            scores[name]["flicker_of_exact_answer"].append(meter.ratio(exact, masks))
             scores[name]["error_to_exact_answer"].append(float(np.mean(
                 [np.abs(o.astype(np.float32) - e).mean(axis=2)[m].mean() for o, e, m in zip(outputs, exact, masks)
                  if m.any()])))
-    return {"stills": len(stills), "frames_each": 90,
+    return {"stills": len(stills), "frames_each": frames_each,
             "methods": {name: {key: float(np.mean(values)) for key, values in method.items()}
                         for name, method in scores.items()}}
 

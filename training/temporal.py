@@ -30,15 +30,28 @@ def residual_change(frames: list[np.ndarray], flows: list[np.ndarray], masks: li
     return float(np.mean(values)) if values else 0.0
 
 
+class FlickerMeter:
+    """The flicker ratio against one input clip. The input's optical flow (the expensive part) is measured once
+    here, so every method and reference edit scored on the same clip reuses it."""
+
+    def __init__(self, inputs: list[np.ndarray]):
+        """inputs: RGB uint8 frames."""
+        self.inputs = inputs
+        greys = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in inputs]
+        # Flow from frame t to t-1, so that previous frames can be pulled onto the current one.
+        self.flows = [cv2.calcOpticalFlowFarneback(current, previous, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+                      for previous, current in zip(greys, greys[1:])]
+
+    def ratio(self, outputs: list[np.ndarray], masks: list[np.ndarray]) -> float:
+        """outputs: RGB uint8 frames; masks: bool [H, W] face regions per frame. Returns output/input flicker."""
+        source = residual_change(self.inputs, self.flows, masks)
+        result = residual_change(outputs, self.flows, masks)
+        return result / source if source > 0 else 1.0
+
+
 def flicker_ratio(inputs: list[np.ndarray], outputs: list[np.ndarray], masks: list[np.ndarray]) -> float:
     """inputs, outputs: RGB uint8 frames; masks: bool [H, W] face regions per frame. Returns output/input flicker."""
-    greys = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in inputs]
-    # Flow from frame t to t-1, so that previous frames can be pulled onto the current one.
-    flows = [cv2.calcOpticalFlowFarneback(current, previous, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-             for previous, current in zip(greys, greys[1:])]
-    source = residual_change(inputs, flows, masks)
-    result = residual_change(outputs, flows, masks)
-    return result / source if source > 0 else 1.0
+    return FlickerMeter(inputs).ratio(outputs, masks)
 
 
 # --- Calibration: edits whose answer is known -----------------------------------------------------------------------
