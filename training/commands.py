@@ -89,13 +89,14 @@ def refiner_weights(path: Path) -> dict:
 def run_eval(args, config):
     """Every section of the report in turn; the numbers so far are kept in OUT/results.partial.json after each, so
     a failure late in a long run loses nothing already measured."""
+    import copy
     import json
 
     from reggan.alignment import Aligner
     from reggan.backends import TorchBackend
     from reggan.checkpoint import load_synthesizer
     from reggan.images import read_rgb
-    from reggan.trackers import find_faces, make_tracker
+    from reggan.trackers import make_tracker
     from training import evaluate as ev
     from training.prepare import read_manifest
 
@@ -130,7 +131,7 @@ def run_eval(args, config):
         keep("ood", ev.evaluate_stills(ood_paths, methods, expressions, aligner, tracker))
 
     if args.videos:
-        regression = load_synthesizer(checkpoint_path(config, args.checkpoint))
+        regression = copy.deepcopy(synthesizer)
         regression.use_refiner = False
         backends = {"regression only": TorchBackend(regression), "RegGAN (full)": TorchBackend(synthesizer)}
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
@@ -139,11 +140,7 @@ def run_eval(args, config):
         moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face in held_out_faces]
         keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker))
 
-    sheet_inputs = list(held_out_faces)
-    for path in ood_paths[:3]:
-        faces = find_faces(tracker, read_rgb(path))
-        if faces:
-            sheet_inputs.append(aligner.crop(read_rgb(path), aligner.matrix_for(faces[0])))
+    sheet_inputs = held_out_faces + ev.aligned_faces(ood_paths[:3], aligner, tracker)
     sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = ev.write_report(results, out_dir, "reggan " + shlex.join(sys.argv[1:]), machine, sheet)

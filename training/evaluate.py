@@ -120,10 +120,9 @@ def optional_qualiclip():
         return str(why)
 
 
-def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker) -> dict:
-    """Out-of-distribution stills: each face aligned, every method x expression scored for ECS, FSS and NIQE."""
+def aligned_faces(paths: list, aligner, tracker) -> list[np.ndarray]:
+    """The largest face of each still, aligned  # [R, R, 3] uint8; stills without a face are left out."""
     from reggan.trackers import find_faces
-    from training.quality import NIQE
 
     crops = []
     for path in paths:
@@ -131,6 +130,14 @@ def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner,
         faces = find_faces(tracker, image)
         if faces:
             crops.append(aligner.crop(image, aligner.matrix_for(faces[0])))
+    return crops
+
+
+def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker) -> dict:
+    """Out-of-distribution stills: each face aligned, every method x expression scored for ECS, FSS and NIQE."""
+    from training.quality import NIQE
+
+    crops = aligned_faces(paths, aligner, tracker)
     expression_judge, identity_judge, niqe = ExpressionJudge(), IdentityJudge(), NIQE()
     results = {}
     for name, method in methods.items():
