@@ -14,8 +14,10 @@ from reggan.tensorrt_runtime import PROFILE_BATCHES, current_key, require_tensor
 
 
 def pin_reductions_to_fp32(network, tensorrt) -> int:
-    """Keep every reduction / normalisation / softmax layer (and its output) in FP32; returns how many."""
-    sensitive = {tensorrt.LayerType.REDUCE, tensorrt.LayerType.NORMALIZATION, tensorrt.LayerType.SOFTMAX}
+    """Keep every reduction / normalisation / softmax layer (and its output) in FP32, and the expression warp's
+    sampling too (its coordinates are pixel positions); returns how many layers were pinned."""
+    kinds = tensorrt.LayerType
+    sensitive = {kinds.REDUCE, kinds.NORMALIZATION, kinds.SOFTMAX, kinds.GRID_SAMPLE}
     pinned = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)

@@ -5,21 +5,28 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from live.processor import SynthesisStage
 from live.program import ExpressionProgram
-from reggan.editor import PhotoEditor, mix_expressions
+from reggan.editor import PhotoEditor
+
+# Cross-fade weights are rounded to this step so a still face is synthesized once per distinct mix, not per frame
+# (the synthesizer warps by the intensity, so a mix cannot be made from full-intensity crops).
+WEIGHT_STEP = 1 / 64
 
 
 def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionProgram, fps: float, sink) -> int:
     """Write ``program.duration * fps`` frames to ``sink``; returns the frame count."""
     matrices = editor.locate(image)  # the face does not move: find it once
     crops = [editor.aligner.crop(image, matrix) for matrix in matrices]
-    wanted = set(program.expressions) - {"neutral"}
-    for name in wanted:
+    for name in set(program.expressions) - {"neutral"}:
         editor.label_of(name)  # a clear error before any frame is written
-    full = {name: editor.synthesize_crops(crops, name, 1.0) for name in sorted(wanted)}
+    synthesize = SynthesisStage(editor.backend, editor.max_intensity)
     frames = int(round(program.duration * fps))
+    last_mix, last_frame = None, None
     for index in tqdm(range(frames), desc="animate", unit="frame"):
-        weights = program.at(index / fps)
-        mixed = [mix_expressions(crop, {n: full[n][i] for n in full}, weights) for i, crop in enumerate(crops)]
-        sink.write(editor.paste_all(image, crops, mixed, matrices))
+        mix = tuple((name, round(weight / WEIGHT_STEP) * WEIGHT_STEP) for name, weight in program.at(index / fps))
+        if mix != last_mix:
+            mixed = [crop.round().clip(0, 255).astype(np.uint8) for crop in synthesize(crops, list(mix))]
+            last_mix, last_frame = mix, editor.paste_all(image, crops, mixed, matrices)
+        sink.write(last_frame)
     return frames

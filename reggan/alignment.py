@@ -102,11 +102,12 @@ class Aligner:
                                 borderMode=cv2.BORDER_CONSTANT)
         return region, (top, left)
 
-    def face_mask(self, feather: float) -> np.ndarray:
+    def face_mask(self, feather: float, grow: float = 0.0) -> np.ndarray:
         """Soft mask of the face in crop space  # [R, R] float32 in [0, 1].
 
         The jaw line closes the bottom; the eyebrows are lifted by a third of the eye-to-brow-to-chin height so the
-        forehead (which moves with raised brows) is included.
+        forehead (which moves with raised brows) is included. ``grow`` enlarges that outline about its centre
+        (0.3: 30 % larger), for masks that must also cover the jaw's and brows' motion.
         """
         size = self.resolution
         jaw = self.template[0:17]
@@ -114,7 +115,9 @@ class Aligner:
         eye_level = self.template[36:48, 1].mean()
         lift = 0.35 * (jaw[8, 1] - eye_level)
         brows[:, 1] -= lift
-        outline = np.vstack([jaw, brows]).astype(np.int32)
+        outline = np.vstack([jaw, brows])
+        centre = outline.mean(axis=0)
+        outline = (centre + (outline - centre) * (1 + grow)).astype(np.int32)
         mask = np.zeros((size, size), np.float32)
         cv2.fillConvexPoly(mask, cv2.convexHull(outline), 1.0)
         radius = max(1, int(round(feather * size)))

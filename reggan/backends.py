@@ -163,17 +163,24 @@ class TensorRTBackend:
         return self.runner(faces, expression, intensity)
 
 
+# The modules whose code defines the exported graph (the face mask comes from the alignment template).
+GRAPH_SOURCES = ("networks.py", "regression.py", "warp.py", "alignment.py", "template_68.json")
+
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
 
 
 def exported_paths(checkpoint: str | Path, use_refiner: bool = True) -> dict[str, Path]:
-    """Where exports of a checkpoint live: $REGGAN_CACHE (default ~/.cache/reggan), keyed by the file's content,
-    so a retrained checkpoint never reuses a stale graph or engine."""
+    """Where exports of a checkpoint live: $REGGAN_CACHE (default ~/.cache/reggan), keyed by the file's content
+    and by the code that turns it into a graph, so neither a retrained checkpoint nor an upgraded reggan ever
+    reuses a stale graph or engine."""
     import hashlib
     import os
 
     checkpoint = Path(checkpoint)
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(checkpoint.read_bytes())
+    for module in GRAPH_SOURCES:
+        digest.update((Path(__file__).parent / module).read_bytes())
+    digest = digest.hexdigest()[:12]
     variant = "" if use_refiner else "-regression-only"
     root = Path(os.environ.get("REGGAN_CACHE", Path.home() / ".cache" / "reggan")) / f"{checkpoint.stem}-{digest}{variant}"
     return {"onnx": root / "synthesizer.onnx", "engine_dir": root / "engines"}

@@ -19,6 +19,9 @@ from reggan.alignment import load_template
 from reggan.networks import Synthesizer
 
 
+OPTIONAL_TENSORS = ("warp.field",)
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not fit the model it describes."""
 
@@ -76,6 +79,8 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
     expected = synthesizer.state_dict()
+    # Checkpoints from before the warp stage have no fields; the zero field they keep is exactly no warp.
+    tensors = {**{name: expected[name] for name in OPTIONAL_TENSORS if name not in tensors}, **tensors}
     missing = sorted(set(expected) - set(tensors))
     wrong = [f"{n}: file {tuple(tensors[n].shape)} vs model {tuple(v.shape)}" for n, v in expected.items()
              if n in tensors and tensors[n].shape != v.shape]

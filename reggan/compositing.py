@@ -17,6 +17,8 @@ import numpy as np
 
 from reggan.alignment import Aligner
 
+PASTE_GROW = 0.3  # the fitted warps move less than 0.6 px outside a face outline grown this much (measured)
+
 
 def match_colour(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``after`` with the Lab mean of ``before`` (all channels) and its chroma spread (a, b), measured where
@@ -39,14 +41,18 @@ def match_colour(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.
 class FeatheredCompositor:
     def __init__(self, aligner: Aligner, feather: float, colour_match: bool = False):
         self.aligner = aligner
-        self.mask = aligner.face_mask(feather)  # [R, R] float32, built once
+        # [R, R] float32, built once. The pasted area reaches past the jaw and brows so the expression's warp
+        # (a dropped jaw, raised brows) is pasted whole instead of faded out at the outline; the synthesizer adds
+        # new appearance only inside the face, so past it the change is that motion alone.
+        self.mask = aligner.face_mask(feather, grow=PASTE_GROW)
+        self.face = aligner.face_mask(feather)  # where colour statistics are measured: skin, not hair or wall
         self.colour_match = colour_match
 
     def paste(self, image: np.ndarray, before: np.ndarray, after: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """image  # [H, W, 3] uint8; before, after: the crop and its synthesized version  # [R, R, 3] (0-255);
         matrix: image -> crop  # [2, 3]. Returns the new image."""
         if self.colour_match:
-            after = match_colour(after, before, self.mask)
+            after = match_colour(after, before, self.face)
         change = after.astype(np.float32) - before.astype(np.float32)
         weighted = change * self.mask[..., None]
         back, corner = self.aligner.uncrop_region(weighted, matrix, image.shape)

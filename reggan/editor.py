@@ -76,16 +76,3 @@ class PhotoEditor:
             labelled.append(tile)
         return np.hstack(labelled)
 
-
-def mix_expressions(neutral: np.ndarray, full: dict[str, np.ndarray], weights: list[tuple[str, float]]) -> np.ndarray:
-    """Blend full-intensity crops: neutral + sum_e w_e (full_e - neutral)  # uint8 [R, R, 3].
-
-    The synthesizer's intensity is exactly this linear blend, so a still face needs each expression synthesized
-    once, and every frame of an animation (or a cross-fade between two expressions) is a cheap mix.
-    """
-    base = neutral.astype(np.float32)
-    mixed = base.copy()
-    for expression, weight in weights:
-        if expression != "neutral" and weight:
-            mixed += weight * (full[expression].astype(np.float32) - base)
-    return mixed.round().clip(0, 255).astype(np.uint8)

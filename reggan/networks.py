@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from reggan.alignment import Aligner
 from reggan.regression import LocalRegression
+from reggan.warp import ExpressionWarp
 
 
 def conv_down(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -122,11 +124,15 @@ class Discriminator(nn.Module):
 
 
 class Synthesizer(nn.Module):
-    """The whole per-face model: regression layer -> refiner -> intensity blend. This is what is exported.
+    """The whole per-face model: warp -> regression layer -> refiner -> intensity blend. This is what is exported.
 
-    Label 0 is neutral: its output is exactly the input. ``intensity`` blends between the input (0) and the full
-    expression (1); callers clamp it (values a little above 1 exaggerate).
+    Label 0 is neutral: its output is exactly the input. ``intensity`` scales the warp and blends the added
+    appearance (0: the input, 1: the full expression); callers clamp it (values a little above 1 exaggerate).
+    The added appearance is kept inside a soft mask of the face (hair and background are never the
+    expression's business, and halos there were most of what set our outputs apart from real photos).
     """
+
+    edit_mask_feather = 0.04  # fraction of the crop side; tighter than the paste-back mask's default 0.08
 
     def __init__(
         self, expressions: list[str], resolution: int, kernel: int = 3, width: int = 32, generator: str = "refiner"
@@ -136,8 +142,11 @@ class Synthesizer(nn.Module):
         self.resolution = resolution
         self.generator = generator
         self.width = width
+        self.warp = ExpressionWarp(len(expressions), resolution)
         self.regression = LocalRegression(len(expressions), resolution, kernel)
         self.refiner = GENERATORS[generator](len(self.expressions), width)
+        mask = torch.from_numpy(Aligner(resolution).face_mask(self.edit_mask_feather))
+        self.register_buffer("edit_mask", mask[None, None], persistent=False)
         # False: run the regression layer alone (about 15x faster on a CPU; the exported graph follows this too).
         self.use_refiner = True
 
@@ -145,13 +154,28 @@ class Synthesizer(nn.Module):
         """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R]."""
         if not self.use_refiner:
             return self.coarse_only(face, expression, intensity)
-        coarse = self.regression(face, expression) if self.refiner.uses_coarse else face
-        refined = self.refiner(face, coarse, expression)
-        strength = (intensity * (expression > 0).to(face.dtype))[:, None, None, None]
-        return torch.clamp(face + strength * (refined - face), 0.0, 1.0)
+        strength = self.strength(expression, intensity)
+        warped, coarse = self.intermediate(face, expression, strength)
+        return self.compose(warped, self.refiner(warped, coarse, expression), strength)
 
     def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
         """The regression-only ablation (the intermediate representation), same blending as ``forward``."""
-        coarse = self.regression(face, expression)
-        strength = (intensity * (expression > 0).to(face.dtype))[:, None, None, None]
-        return torch.clamp(face + strength * (coarse - face), 0.0, 1.0)
+        strength = self.strength(expression, intensity)
+        warped, coarse = self.intermediate(face, expression, strength)
+        return self.compose(warped, coarse, strength)
+
+    @staticmethod
+    def strength(expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+        """Per-sample intensity, forced to 0 for neutral  # [B]."""
+        return intensity * (expression > 0).to(intensity.dtype)
+
+    def intermediate(self, face: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor):
+        """The warped face and the regression layer's coarse expressive face on top of it."""
+        warped = self.warp(face, expression, strength)
+        coarse = self.regression(warped, expression) if self.refiner.uses_coarse else warped
+        return warped, coarse
+
+    def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """Warped face + intensity x the appearance the network added, inside the face mask, clamped to [0, 1]."""
+        weight = strength.to(warped.dtype)[:, None, None, None] * self.edit_mask.to(warped.dtype)
+        return torch.clamp(warped + weight * (expressive - warped), 0.0, 1.0)

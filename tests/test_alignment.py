@@ -57,6 +57,13 @@ def test_face_mask_is_soft_and_inside_the_crop():
     assert mask[0].max() == 0 and mask[-1].max() == 0  # never touches the border
 
 
+def test_grown_mask_covers_the_face_mask_and_more():
+    aligner = Aligner(128)
+    face, grown = aligner.face_mask(0.08), aligner.face_mask(0.08, grow=0.3)
+    assert (grown >= face - 1e-6).all()
+    assert (grown > 0.5).sum() > 1.5 * (face > 0.5).sum()
+
+
 # --- Compositor ---------------------------------------------------------------------------------------------------
 
 def test_paste_over_the_footprint_equals_a_full_frame_paste(astronaut, astronaut_landmarks):

@@ -28,6 +28,8 @@ def small_model():
     with torch.no_grad():
         model.regression.weight.add_(torch.randn_like(model.regression.weight) * 0.05)
         model.regression.bias.add_(torch.randn_like(model.regression.bias) * 0.05)
+        # A smooth warp per expression, so the exported GridSample is checked too.
+        model.warp.field[1:] = torch.nn.functional.interpolate(torch.randn(3, 2, 4, 4) * 3, size=64, mode="bilinear")
     return model.eval()
 
 
@@ -169,3 +171,45 @@ def test_a_bfloat16_backend_leaves_the_callers_model_in_fp32(small_model, tmp_pa
     assert {p.dtype for p in small_model.parameters()} == {torch.float32}
     path = export_onnx(small_model, tmp_path / "after.onnx")  # still exportable
     assert check_forward(small_model, path, batches=(1,)) < 1e-5
+
+
+def test_engine_build_pins_reductions_and_the_warp_sampling_to_fp32():
+    """The precision constraints, on a stand-in for TensorRT's network (the real build needs TensorRT and a GPU)."""
+    from enum import Enum
+    from types import SimpleNamespace
+
+    from export.tensorrt_build import pin_reductions_to_fp32
+
+    kinds = Enum("LayerType", "CONVOLUTION REDUCE NORMALIZATION SOFTMAX GRID_SAMPLE ACTIVATION")
+    fake = SimpleNamespace(LayerType=kinds, float32="float32")
+
+    class Layer:
+        def __init__(self, kind):
+            self.type, self.num_outputs, self.precision, self.outputs = kind, 1, None, {}
+
+        def set_output_type(self, index, dtype):
+            self.outputs[index] = dtype
+
+    layers = [Layer(kind) for kind in kinds]
+    network = SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+    assert pin_reductions_to_fp32(network, fake) == 4
+    pinned = {layer.type.name for layer in layers if layer.precision == "float32" and layer.outputs == {0: "float32"}}
+    assert pinned == {"REDUCE", "NORMALIZATION", "SOFTMAX", "GRID_SAMPLE"}
+
+
+def test_export_cache_key_follows_the_checkpoint_and_the_graph_code(small_model, tmp_path, cache_dir, monkeypatch):
+    import copy
+
+    import reggan.backends as backends
+
+    model = copy.deepcopy(small_model)  # the fixture is shared with other tests
+    first = save_synthesizer(tmp_path / "a.safetensors", model)
+    key = backends.exported_paths(first)["onnx"]
+    assert backends.exported_paths(first)["onnx"] == key  # stable
+    with torch.no_grad():
+        model.regression.bias.add_(0.01)
+    second = save_synthesizer(tmp_path / "b.safetensors", model)
+    assert backends.exported_paths(second)["onnx"].parent.name.split("-")[-1] != key.parent.name.split("-")[-1]
+    # An upgraded reggan whose graph code differs never reuses the old export.
+    monkeypatch.setattr(backends, "GRAPH_SOURCES", backends.GRAPH_SOURCES[:-1])
+    assert backends.exported_paths(first)["onnx"] != key

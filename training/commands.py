@@ -41,10 +41,13 @@ def run_train(args, config):
 
         config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda})
         model, settings = config["model"], config["regression"]
+        from training.fit_warp import fit_warp
+
+        synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"])
+        synthesizer.warp.field.copy_(fit_warp(prepared, model["expressions"], model["resolution"]))
         pairs = load_training_pairs(prepared, model["expressions"])
         layer = fit_regression(pairs, model["expressions"], model["resolution"], settings["kernel"],
-                               settings["ridge_lambda"], settings["batch"])
-        synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"])
+                               settings["ridge_lambda"], settings["batch"], warp=synthesizer.warp)
         synthesizer.regression.load_state_dict(layer.state_dict())
         save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["regression"],
                          ridge_lambda=settings["ridge_lambda"])
@@ -63,6 +66,7 @@ def run_train(args, config):
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
                               generator=args.generator)
     synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
     if args.init_refiner:
         synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
     out = resolve_path(args.out or config["model"]["checkpoint"])
@@ -140,7 +144,8 @@ def run_eval(args, config):
         moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face in held_out_faces]
         keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker))
 
-    sheet_inputs = held_out_faces + ev.aligned_faces(ood_paths[:3], aligner, tracker)
+    # Two held-out and two out-of-distribution faces: enough to see each method, small enough to commit.
+    sheet_inputs = held_out_faces[:2] + ev.aligned_faces(ood_paths[:2], aligner, tracker)
     sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = ev.write_report(results, out_dir, "reggan " + shlex.join(sys.argv[1:]), machine, sheet)

@@ -7,7 +7,8 @@ Per held-out (neutral photo, target expression), each method synthesizes one fac
   - L1 and SSIM to the real expressive photo(s) of the same person, inside the template face box,
   - FID and KID of all outputs against the real expressive photos, NIQE of the outputs.
 Out-of-distribution stills (paintings, statues, cartoons) get ECS, FSS and NIQE; video clips get the flicker ratio.
-Rows: copy-the-input, regression only, full RegGAN, and any extra checkpoint (e.g. our StarGAN-style retraining).
+Rows: copy-the-input, warp only (the expression's motion, no new appearance), regression only (warp + regression
+layer), full RegGAN, and any extra checkpoint (e.g. our StarGAN-style retraining).
 """
 
 from __future__ import annotations
@@ -26,21 +27,26 @@ from reggan.networks import Synthesizer
 from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudge, IdentityJudge, template_face_box
 
 
-def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str], coarse_only=False):
-    """Aligned uint8 crops + expression names -> synthesized uint8 crops (intensity 1)."""
+def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str], stage="full"):
+    """Aligned uint8 crops + expression names -> synthesized uint8 crops (intensity 1).
+
+    stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).
+    """
     faces = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
     labels = torch.tensor([synthesizer.expressions.index(e) for e in expressions])
+    run = {"full": synthesizer, "regression": synthesizer.coarse_only, "warp": synthesizer.warp}[stage]
     with torch.no_grad():
-        run = synthesizer.coarse_only if coarse_only else synthesizer
         out = run(faces, labels, torch.ones(len(crops)))
     return list((out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8))
 
 
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
-    """Method name -> function(crops, expressions) -> crops."""
-    methods = {
-        "copy-the-input": lambda crops, expressions: list(crops),
-        "regression only": lambda crops, expressions: synthesize_batch(reggan, crops, expressions, coarse_only=True),
+    """Method name -> function(crops, expressions) -> crops. The warp-only row is there when the model has a warp."""
+    methods = {"copy-the-input": lambda crops, expressions: list(crops)}
+    if torch.count_nonzero(reggan.warp.field):
+        methods["warp only"] = lambda crops, expressions: synthesize_batch(reggan, crops, expressions, stage="warp")
+    methods |= {
+        "regression only": lambda crops, expressions: synthesize_batch(reggan, crops, expressions, stage="regression"),
         "RegGAN (full)": lambda crops, expressions: synthesize_batch(reggan, crops, expressions),
     }
     for name, model in (extra or {}).items():
@@ -178,7 +184,7 @@ def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float,
         mask = np.zeros(frame.shape[:2], bool)
         for track in processor.tracker.tracks:
             matrix = processor.aligner.matrix_for(track.landmarks)
-            mask |= processor.aligner.uncrop(processor.compositor.mask, matrix, frame.shape) > 0.5
+            mask |= processor.aligner.uncrop(processor.compositor.face, matrix, frame.shape) > 0.5
         masks.append(mask)
     return outputs, masks
 

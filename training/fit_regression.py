@@ -1,8 +1,8 @@
-"""Stage 1, ``reggan train regression``: fit every per-pixel ridge system of the regression layer in closed form.
+"""Stage 1b, ``reggan train regression``: fit every per-pixel ridge system of the regression layer in closed form.
 
 For each expression, colour channel and pixel: w = (X^T X + lambda I)^-1 X^T t over all training pairs, where a row
-of X is the k x k neighbourhood of that pixel in a neutral face plus a constant 1 (the bias), and t is the same pixel
-of the expressive face. X^T X and X^T t are accumulated while streaming over the pairs, so memory is independent of
+of X is the k x k neighbourhood of that pixel in a neutral face (warped by the expression's field, fit_warp.py)
+plus a constant 1 (the bias), and t is the same pixel of the expressive face. X^T X and X^T t are accumulated while streaming over the pairs, so memory is independent of
 the number of pairs: per expression it is C*R*R*(k*k+1)^2 float64 numbers (157 MB at 256 px, k = 3).
 """
 
@@ -60,8 +60,13 @@ def fit_regression(
     kernel: int,
     ridge_lambda: float,
     batch: int = 64,
+    warp=None,
 ) -> LocalRegression:
-    """Fit a LocalRegression from aligned (neutral, target) uint8 crops grouped by expression name."""
+    """Fit a LocalRegression from aligned (neutral, target) uint8 crops grouped by expression name.
+
+    ``warp`` (an ExpressionWarp): the regression then maps the warped neutral face to the target, as it runs in
+    the Synthesizer.
+    """
     layer = LocalRegression(len(expressions), resolution, kernel)
     started = time.perf_counter()
     for index, expression in enumerate(expressions, start=1):
@@ -71,7 +76,12 @@ def fit_regression(
         accumulator = RidgeAccumulator(3, resolution, kernel)
         for start in tqdm(range(0, len(pairs), batch), desc=f"fit {expression}", unit="batch", leave=False):
             chunk = pairs[start : start + batch]
-            accumulator.add(to_tensor([n for n, _ in chunk]), to_tensor([t for _, t in chunk]))
+            neutral = to_tensor([n for n, _ in chunk])
+            if warp is not None:
+                with torch.no_grad():
+                    count = neutral.shape[0]
+                    neutral = warp(neutral, torch.full((count,), index), torch.ones(count))
+            accumulator.add(neutral, to_tensor([t for _, t in chunk]))
         weight, bias = accumulator.solve(ridge_lambda)
         with torch.no_grad():
             layer.weight[index] = weight

@@ -1,6 +1,8 @@
 """Stage 2, ``reggan train refine``: train the refiner against a PatchGAN discriminator, regression layer frozen.
 
 Losses (weights in config.toml [refine]):
+  The refiner sees the face already warped by the expression's field (reggan/warp.py) and the regression layer's
+  coarse face on top of it; its output is composed as the Synthesizer delivers it (inside the face mask).
   generator:     hinge adversarial + expression classification by the discriminator's head
                  + L1 to the real expressive photo of the same person
                  + coarse anchor: L1 between coarse_pool-downsampled output and coarse face, so the refiner adds detail and
@@ -93,12 +95,15 @@ class RefinerTraining:
     def step(self, neutral: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
         s = self.settings
         with torch.no_grad():
-            coarse = self.synthesizer.regression(neutral, label)
+            strength = torch.ones(label.shape[0], device=label.device)
+            warped, coarse = self.synthesizer.intermediate(neutral, label, strength)
+            anchor = self.synthesizer.compose(warped, coarse, strength)  # the regression-only output
         with self.autocast:
-            fake = self.generator_refiner(neutral, coarse, label)
+            # Scored as the Synthesizer delivers it: refined appearance inside the face mask, on the warped face.
+            fake = self.synthesizer.compose(warped, self.generator_refiner(warped, coarse, label).float(), strength)
             # Discriminator: real expressive photos and real neutral photos are real; refined faces are fake.
             real_logits, real_classes = self.discriminator_model(torch.cat([target, neutral]))
-            fake_logits, _ = self.discriminator_model(fake.detach().clamp(0, 1))
+            fake_logits, _ = self.discriminator_model(fake.detach())
             real_labels = torch.cat([label, torch.zeros_like(label)])
             loss_d_adv = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
             loss_d_cls = F.cross_entropy(real_classes.float(), real_labels)
@@ -108,12 +113,12 @@ class RefinerTraining:
         self.optimizer_d.step()
 
         with self.autocast:
-            fake_logits, fake_classes = self.discriminator_model(fake.clamp(0, 1))
+            fake_logits, fake_classes = self.discriminator_model(fake)
             loss_g_adv = -fake_logits.float().mean()
             loss_g_cls = F.cross_entropy(fake_classes.float(), label)
             loss_l1 = (fake.float() - target).abs().mean()
             pool = s.get("coarse_pool", 4)
-            loss_coarse = (low_pass(fake.float(), pool) - low_pass(coarse, pool)).abs().mean()
+            loss_coarse = (low_pass(fake.float(), pool) - low_pass(anchor, pool)).abs().mean()
             loss_identity = (low_pass(fake.float(), 16) - low_pass(neutral, 16)).abs().mean()
             loss_g = (
                 s["loss_adversarial"] * loss_g_adv

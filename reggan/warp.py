@@ -1,0 +1,39 @@
+"""The geometric half of an expression: a fixed displacement field per expression, applied before the regression.
+
+An expression is mostly a motion (mouth corners out and up, brows raised, jaw dropped) plus some new appearance
+(teeth, wrinkles). A per-pixel linear layer with a 3 x 3 receptive field cannot move anything by more than a pixel,
+so on its own it paints the expressive mouth as a blend over the neutral one (double lips). Moving the face first
+with the mean landmark motion of the training pairs (fitted by training/fit_warp.py) leaves the regression layer
+and the refiner only the appearance to add, and keeps the person's own skin texture sharp.
+
+The field is scaled by the intensity, so half intensity is half the motion (not a cross-fade of two mouths).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ExpressionWarp(nn.Module):
+    """Backward warp of aligned faces by the expression's displacement field, scaled per sample.
+
+    ``field[e, :, y, x]`` is (dx, dy) in pixels: output pixel (x, y) is read from input (x + dx, y + dy).
+    Row 0 (neutral) is zero, and a checkpoint without fields loads all zeros, which is exactly no warp.
+    """
+
+    def __init__(self, num_expressions: int, resolution: int):
+        super().__init__()
+        self.resolution = resolution
+        self.register_buffer("field", torch.zeros(num_expressions + 1, 2, resolution, resolution))
+        # Pixel centres in grid_sample's normalised coordinates (align_corners=False).
+        centres = (torch.arange(resolution, dtype=torch.float32) * 2 + 1) / resolution - 1
+        grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("identity_grid", torch.stack([grid_x, grid_y], dim=-1)[None], persistent=False)
+
+    def forward(self, faces: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """faces  # [B, C, R, R]; expression  # [B] int64; strength  # [B] -> warped faces  # [B, C, R, R]."""
+        displacement = self.field[expression] * (strength * (2.0 / self.resolution)).to(faces.dtype)[:, None, None, None]
+        grid = self.identity_grid.to(faces.dtype) + displacement.permute(0, 2, 3, 1)
+        return F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)

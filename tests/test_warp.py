@@ -1,0 +1,76 @@
+"""The expression warp: exact on known fields, scaled by the intensity, and fitted fields that move the landmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from reggan.checkpoint import load_synthesizer, save_synthesizer
+from reggan.networks import Synthesizer
+from reggan.warp import ExpressionWarp
+from reggan.alignment import Aligner
+from training.fit_warp import backward_field, surrounding_ring
+
+
+def uniform_warp(resolution: int, dx: float) -> ExpressionWarp:
+    warp = ExpressionWarp(1, resolution)
+    warp.field[1, 0] = dx
+    return warp
+
+
+def test_zero_field_is_exactly_no_warp():
+    faces = torch.rand(2, 3, 16, 16)
+    out = ExpressionWarp(2, 16)(faces, torch.tensor([1, 2]), torch.ones(2))
+    assert torch.allclose(out, faces, atol=1e-6)
+
+
+def test_a_uniform_field_shifts_the_face_and_intensity_scales_the_motion():
+    faces = torch.rand(2, 3, 16, 16)
+    warp = uniform_warp(16, -4.0)  # every output pixel reads 4 px to its left: content moves right by 4
+    with torch.no_grad():
+        full = warp(faces, torch.tensor([1, 1]), torch.tensor([1.0, 0.5]))
+    assert torch.allclose(full[0, :, :, 4:], faces[0, :, :, :-4], atol=1e-5)
+    assert torch.allclose(full[1, :, :, 2:], faces[1, :, :, :-2], atol=1e-5)  # half intensity: half the motion
+
+
+def test_neutral_and_zero_intensity_stay_exact_with_a_warp():
+    model = Synthesizer(["happy"], 32, width=8).eval()
+    model.warp.field[1] = 3.0
+    faces = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        neutral = model(faces, torch.zeros(3, dtype=torch.long), torch.ones(3))
+        zero = model(faces, torch.ones(3, dtype=torch.long), torch.zeros(3))
+        full = model(faces, torch.ones(3, dtype=torch.long), torch.ones(3))
+    assert torch.allclose(neutral, faces, atol=1e-6) and torch.allclose(zero, faces, atol=1e-6)
+    assert (full - faces).abs().mean() > 0.01
+
+
+def test_fitted_field_points_back_from_each_moved_landmark_and_stays_on_the_face():
+    aligner = Aligner(256)
+    points = aligner.template.astype(np.float64)
+    motion = np.zeros_like(points)
+    motion[48:68] = np.random.default_rng(0).uniform(-5, 5, size=(20, 2))  # the mouth moves, nothing else
+    field = backward_field(points, motion, 256)  # [2, R, R]
+    moved = np.round(points[48:68] + motion[48:68]).astype(int)
+    read_back = field[:, moved[:, 1], moved[:, 0]].T
+    assert np.abs(read_back + motion[48:68]).mean() < 0.6  # smoothed spline: close to, not exactly, the motions
+    ring = np.round(surrounding_ring(points, 256)).astype(int)
+    assert np.abs(field[:, ring[:, 1], ring[:, 0]]).max() < 0.1  # pinned around the face...
+    assert np.abs(field[:, [0, -1], :]).max() < 0.1 and np.abs(field[:, :, [0, -1]]).max() < 0.1  # ...and at the edge
+    outside = aligner.face_mask(0.0, grow=0.5) == 0
+    assert np.linalg.norm(field, axis=0)[outside].max() < 0.5  # hair and background stay put
+
+
+def test_checkpoint_from_before_the_warp_loads_as_no_warp(tmp_path):
+    model = Synthesizer(["happy"], 32, width=8).eval()
+    path = save_synthesizer(tmp_path / "m.safetensors", model, dtype=torch.float32)
+    tensors = load_file(str(path))
+    header_metadata = __import__("safetensors").safe_open(str(path), "pt").metadata()
+    del tensors["warp.field"]
+    save_file(tensors, str(path), metadata=header_metadata)
+    loaded = load_synthesizer(path)
+    assert torch.count_nonzero(loaded.warp.field) == 0
+    faces, labels = torch.rand(2, 3, 32, 32), torch.tensor([1, 1])
+    with torch.no_grad():
+        assert torch.equal(loaded(faces, labels, torch.ones(2)), model(faces, labels, torch.ones(2)))
