@@ -34,6 +34,7 @@ class ExpressionWarp(nn.Module):
 
     def forward(self, faces: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         """faces  # [B, C, R, R]; expression  # [B] int64; strength  # [B] -> warped faces  # [B, C, R, R]."""
-        displacement = self.field[expression] * (strength * (2.0 / self.resolution)).to(faces.dtype)[:, None, None, None]
+        scale = (strength * (2.0 / self.resolution)).to(faces.dtype)  # pixels -> normalised grid units
+        displacement = self.field[expression] * scale[:, None, None, None]
         grid = self.identity_grid.to(faces.dtype) + displacement.permute(0, 2, 3, 1)
         return F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)

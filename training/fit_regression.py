@@ -2,8 +2,9 @@
 
 For each expression, colour channel and pixel: w = (X^T X + lambda I)^-1 X^T t over all training pairs, where a row
 of X is the k x k neighbourhood of that pixel in a neutral face (warped by the expression's field, fit_warp.py)
-plus a constant 1 (the bias), and t is the same pixel of the expressive face. X^T X and X^T t are accumulated while streaming over the pairs, so memory is independent of
-the number of pairs: per expression it is C*R*R*(k*k+1)^2 float64 numbers (157 MB at 256 px, k = 3).
+plus a constant 1 (the bias), and t is the same pixel of the expressive face. X^T X and X^T t are accumulated while
+streaming over the pairs, so memory is independent of the number of pairs: per expression it is C*R*R*(k*k+1)^2
+float64 numbers (157 MB at 256 px, k = 3).
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ def mean_landmark_motion(prepared_dir: str | Path, expressions: list[str], split
     landmarks_path = prepared_dir / "landmarks.json"
     if not landmarks_path.is_file():
         raise FileNotFoundError(f"{landmarks_path} not found: run `reggan prepare` first")
-    landmarks = {prepared_dir / name: np.asarray(points) for name, points in json.loads(landmarks_path.read_text()).items()}
-    rows = [row for row in read_manifest(prepared_dir, split) if row["neutral"] in landmarks and row["target"] in landmarks]
+    stored = json.loads(landmarks_path.read_text())
+    landmarks = {prepared_dir / name: np.asarray(points) for name, points in stored.items()}
+    rows = [row for row in read_manifest(prepared_dir, split)
+            if row["neutral"] in landmarks and row["target"] in landmarks]
     motion = {}
     for expression in expressions:
         pairs = [row for row in rows if row["expression"] == expression]
