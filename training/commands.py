@@ -49,7 +49,7 @@ def run_train(args, config):
         layer = fit_regression(pairs, model["expressions"], model["resolution"], settings["kernel"],
                                settings["ridge_lambda"], settings["batch"], warp=synthesizer.warp)
         synthesizer.regression.load_state_dict(layer.state_dict())
-        save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["regression"],
+        save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["warp", "regression"],
                          ridge_lambda=settings["ridge_lambda"])
         print(f"wrote {regression_path}")
         return
@@ -70,8 +70,8 @@ def run_train(args, config):
     if args.init_refiner:
         synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
     out = resolve_path(args.out or config["model"]["checkpoint"])
-    meta = {"stages": ["regression", "refine"], "ridge_lambda": stage1.metadata.get("ridge_lambda"),
-            "training_command": "reggan " + shlex.join(sys.argv[1:])}
+    meta = {"stages": [*stage1.metadata.get("stages", ["regression"]), "refine"],
+            "ridge_lambda": stage1.metadata.get("ridge_lambda"), "training_command": "reggan " + shlex.join(sys.argv[1:])}
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, **meta)
