@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from reggan.checkpoint import load_synthesizer
 from reggan.config import load_config
 from reggan.images import read_rgb
+from reggan.networks import Synthesizer
 from training.prepare import read_manifest
 from training.train_refiner import train_refiner
 
@@ -197,6 +198,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--refiner", help="benchmark this trained refiner instead of training one")
     parser.add_argument("--baseline-minutes", type=float, default=2.0, help="StarGAN-style competitor; 0 skips")
+    parser.add_argument("--decoder", choices=["resize", "transpose"], default="resize",
+                        help="the refiner's upsampling (transpose only to benchmark an old --refiner)")
     args = parser.parse_args()
     out = Path(args.out)
     torch.backends.cudnn.benchmark = True
@@ -207,12 +210,19 @@ def main() -> None:
 
     settings = dict(load_config()["refine"])
     settings.update(steps=args.steps, batch=args.batch, sample_every=1000, checkpoint_every=500)
-    synthesizer = load_synthesizer(args.regression, "cuda").train()
+    # A fresh refiner (decoder per --decoder) on the stage-1 checkpoint's warp and regression layer.
+    stage1 = load_synthesizer(args.regression)
+    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
+                              decoder=args.decoder)
+    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
+    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    synthesizer = synthesizer.cuda().train()
     work = Path("/tmp/refine_run")
 
     def keep_refiner(model, step):
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.refiner.state_dict().items()}
-        save_file(tensors, str(out / "refiner.safetensors"), metadata={"step": str(step), "card": card})
+        save_file(tensors, str(out / "refiner.safetensors"),
+                  metadata={"step": str(step), "card": card, "decoder": args.decoder})
 
     started = time.perf_counter()
     rows = read_manifest(args.prepared, "train")
@@ -233,8 +243,6 @@ def main() -> None:
     train_seconds = time.perf_counter() - started
 
     if args.baseline_minutes > 0:
-        from reggan.networks import Synthesizer
-
         baseline = Synthesizer(synthesizer.expressions[1:], synthesizer.resolution, generator="stargan").cuda().train()
 
         def keep_baseline(model, step):

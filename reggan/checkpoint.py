@@ -34,6 +34,7 @@ def describe(synthesizer: Synthesizer, **extra) -> dict:
         "resolution": synthesizer.resolution,
         "kernel": synthesizer.regression.kernel,
         "width": synthesizer.width,
+        "decoder": synthesizer.decoder,
         "generator": synthesizer.generator,
         "template": np.round(load_template(), 5).tolist(),
         **extra,
@@ -72,7 +73,7 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     metadata = read_metadata(path)
     synthesizer = Synthesizer(
         metadata["expressions"], metadata["resolution"], metadata["kernel"], metadata["width"],
-        metadata.get("generator", "refiner"),
+        metadata.get("generator", "refiner"), metadata.get("decoder", "transpose"),
     )
     try:
         tensors = load_file(str(path))

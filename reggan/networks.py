@@ -22,8 +22,18 @@ def conv_down(channels_in: int, channels_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
 
 
-def conv_up(channels_in: int, channels_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
+def conv_up(channels_in: int, channels_out: int, decoder: str = "transpose") -> nn.Sequential:
+    """x2 upsampling. "transpose": a stride-2 transposed convolution (what the bundled refiner was trained with; its
+    uneven kernel overlap leaves the fine mesh visible in its outputs). "resize": nearest upsampling then a 3x3
+    convolution, which cannot make that checkerboard (Odena et al. 2016)."""
+    if decoder == "transpose":
+        upsample = nn.ConvTranspose2d(channels_in, channels_out, 4, 2, 1)
+    elif decoder == "resize":
+        upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                 nn.Conv2d(channels_in, channels_out, 3, 1, 1))
+    else:
+        raise ValueError(f"unknown decoder {decoder!r}; choose transpose or resize")
+    return nn.Sequential(upsample, nn.LeakyReLU(0.2, inplace=True))
 
 
 class ResidualBlock(nn.Module):
@@ -42,16 +52,16 @@ class Refiner(nn.Module):
 
     uses_coarse = True
 
-    def __init__(self, num_labels: int, width: int = 32, residual_blocks: int = 2):
+    def __init__(self, num_labels: int, width: int = 32, residual_blocks: int = 2, decoder: str = "transpose"):
         super().__init__()
         self.num_labels = num_labels
         self.down1 = conv_down(6 + num_labels, width)  # R/2
         self.down2 = conv_down(width, 2 * width)  # R/4
         self.down3 = conv_down(2 * width, 3 * width)  # R/8
         self.middle = nn.Sequential(*[ResidualBlock(3 * width) for _ in range(residual_blocks)])
-        self.up3 = conv_up(3 * width, 2 * width)  # R/4
-        self.up2 = conv_up(4 * width, width)  # R/2
-        self.up1 = conv_up(2 * width, width // 2)  # R
+        self.up3 = conv_up(3 * width, 2 * width, decoder)  # R/4
+        self.up2 = conv_up(4 * width, width, decoder)  # R/2
+        self.up1 = conv_up(2 * width, width // 2, decoder)  # R
         self.to_residual = nn.Conv2d(width // 2, 3, 3, 1, 1)
 
     def forward(self, face: torch.Tensor, coarse: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -135,16 +145,19 @@ class Synthesizer(nn.Module):
     edit_mask_feather = 0.04  # fraction of the crop side; tighter than the paste-back mask's default 0.08
 
     def __init__(
-        self, expressions: list[str], resolution: int, kernel: int = 3, width: int = 32, generator: str = "refiner"
+        self, expressions: list[str], resolution: int, kernel: int = 3, width: int = 32, generator: str = "refiner",
+        decoder: str = "transpose",
     ):
         super().__init__()
         self.expressions = ["neutral", *expressions]
         self.resolution = resolution
         self.generator = generator
         self.width = width
+        self.decoder = decoder
         self.warp = ExpressionWarp(len(expressions), resolution)
         self.regression = LocalRegression(len(expressions), resolution, kernel)
-        self.refiner = GENERATORS[generator](len(self.expressions), width)
+        extra = {"decoder": decoder} if generator == "refiner" else {}
+        self.refiner = GENERATORS[generator](len(self.expressions), width, **extra)
         mask = torch.from_numpy(Aligner(resolution).face_mask(self.edit_mask_feather))
         self.register_buffer("edit_mask", mask[None, None], persistent=False)
         # False: run the regression layer alone (about 15x faster on a CPU; the exported graph follows this too).

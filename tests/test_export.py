@@ -49,6 +49,12 @@ def test_onnx_export_matches_pytorch_at_batch_1_and_4(small_model, tmp_path):
     assert "Einsum" not in operators
 
 
+def test_onnx_export_of_the_resize_decoder_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model = Synthesizer(["happy"], 64, width=8, decoder="resize").eval()
+    assert check_forward(model, export_onnx(model, tmp_path / "resize.onnx"), batches=(1, 3)) < 1e-5
+
+
 def test_onnx_parity_over_expressions_and_intensities(small_model, tmp_path):
     path = export_onnx(small_model, tmp_path / "model.onnx")
     backend = OnnxRuntimeBackend(small_model, path)

@@ -17,6 +17,19 @@ def test_refiner_and_discriminator_shapes():
     assert patches.shape == (2, 1, 2, 2) and classes.shape == (2, 4)
 
 
+def test_resize_decoder_has_the_same_shapes_and_survives_a_checkpoint(tmp_path):
+    from reggan.checkpoint import load_synthesizer, save_synthesizer
+
+    faces = torch.rand(2, 3, 64, 64)
+    assert Refiner(4, width=8, decoder="resize")(faces, faces, torch.tensor([1, 3])).shape == (2, 3, 64, 64)
+    model = Synthesizer(["happy"], 32, width=8, decoder="resize").eval()
+    loaded = load_synthesizer(save_synthesizer(tmp_path / "m.safetensors", model, dtype=torch.float32))
+    assert loaded.decoder == "resize"
+    args = (torch.rand(2, 3, 32, 32), torch.tensor([1, 1]), torch.ones(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(*args), model(*args))
+
+
 def test_neutral_returns_the_input_and_intensity_blends_without_a_warp():
     model = Synthesizer(["happy"], 32, width=8).eval()
     faces = torch.rand(3, 3, 32, 32)

@@ -57,18 +57,24 @@ def run_train(args, config):
     from training.train_refiner import train_refiner
 
     refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
-                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool")
+                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder")
     config = with_overrides(config, "refine", {key: getattr(args, key) for key in refine_keys})
     device = args.device or config["runtime"]["device"]
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
     stage1 = load_synthesizer(regression_path)
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
-                              generator=args.generator)
+                              generator=args.generator, decoder=config["refine"].get("decoder", "resize"))
     synthesizer.regression.load_state_dict(stage1.regression.state_dict())
     synthesizer.warp.load_state_dict(stage1.warp.state_dict())
     if args.init_refiner:
-        synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
+        try:
+            synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
+        except RuntimeError as error:
+            other = "transpose" if synthesizer.decoder == "resize" else "resize"
+            raise UserError(f"--init-refiner {args.init_refiner} does not fit a refiner with the {synthesizer.decoder} "
+                            f"decoder (the bundled refiner uses transpose: add --decoder {other}?): "
+                            f"{str(error).splitlines()[0]}") from error
     out = resolve_path(args.out or config["model"]["checkpoint"])
     meta = {"stages": [*stage1.metadata.get("stages", ["regression"]), "refine"],
             "ridge_lambda": stage1.metadata.get("ridge_lambda"), "training_command": "reggan " + shlex.join(sys.argv[1:])}
