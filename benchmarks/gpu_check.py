@@ -31,7 +31,7 @@ from reggan.config import load_config
 from reggan.images import read_rgb
 from reggan.networks import Synthesizer
 from training.prepare import read_manifest
-from training.train_refiner import train_refiner
+from training.train_refiner import on_stage1, train_refiner
 
 
 def timed(function, repeats: int) -> float:
@@ -210,13 +210,7 @@ def main() -> None:
 
     settings = dict(load_config()["refine"])
     settings.update(steps=args.steps, batch=args.batch, sample_every=1000, checkpoint_every=500)
-    # A fresh refiner (decoder per --decoder) on the stage-1 checkpoint's warp and regression layer.
-    stage1 = load_synthesizer(args.regression)
-    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
-                              decoder=args.decoder)
-    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
-    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
-    synthesizer = synthesizer.cuda().train()
+    synthesizer = on_stage1(load_synthesizer(args.regression), decoder=args.decoder).cuda().train()
     work = Path("/tmp/refine_run")
 
     def keep_refiner(model, step):

@@ -38,11 +38,10 @@ def run_train(args, config):
     regression_path = resolve_path(args.regression)
     if args.stage == "regression":
         from training.fit_regression import fit_regression, load_training_pairs
+        from training.fit_warp import fit_warp
 
         config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda})
         model, settings = config["model"], config["regression"]
-        from training.fit_warp import fit_warp
-
         synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"])
         synthesizer.warp.field.copy_(fit_warp(prepared, model["expressions"], model["resolution"]))
         pairs = load_training_pairs(prepared, model["expressions"])
@@ -54,7 +53,7 @@ def run_train(args, config):
         print(f"wrote {regression_path}")
         return
     from training.prepare import read_manifest
-    from training.train_refiner import train_refiner
+    from training.train_refiner import on_stage1, train_refiner
 
     refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
                    "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder")
@@ -63,10 +62,7 @@ def run_train(args, config):
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
     stage1 = load_synthesizer(regression_path)
-    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
-                              generator=args.generator, decoder=config["refine"].get("decoder", "resize"))
-    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
-    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
+    synthesizer = on_stage1(stage1, args.generator, config["refine"].get("decoder", "resize"))
     if args.init_refiner:
         try:
             synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))

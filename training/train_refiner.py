@@ -61,6 +61,15 @@ class PairBank:
         return neutral, target, self.label[picks]
 
 
+def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize") -> Synthesizer:
+    """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp and regression layer."""
+    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
+                              generator=generator, decoder=decoder)
+    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
+    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    return synthesizer
+
+
 def low_pass(image: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool2d(image, factor)
 
