@@ -26,7 +26,7 @@ import numpy as np
 
 from live.filters import OneEuroFilter
 from reggan.alignment import Aligner
-from reggan.trackers import FaceBox, around, box_around, find_faces
+from reggan.trackers import FaceBox, box_around, find_faces
 
 THUMBNAIL = Aligner(32)
 
@@ -97,13 +97,13 @@ class FaceTracker:
 
     def _detect(self, frame: np.ndarray, followed: list[Track]) -> list[tuple[np.ndarray, FaceBox]]:
         """Run the detector: around each followed face when no new face could be added anyway (the common
-        max_faces=1 case; at most 300 px across, whatever the face size), over the whole frame otherwise. A few spare candidates
-        keep a false detection bigger than the real face from pushing a tracked face out of its slot (seen on a
-        flag behind a face)."""
+        max_faces=1 case; at most 300 px across, whatever the face size), over the whole frame otherwise. A few
+        spare candidates keep a false detection bigger than the real face from pushing a tracked face out of its
+        slot (seen on a flag behind a face)."""
         if followed and len(followed) >= self.max_faces:
             # The region is 2.2 face widths across; searched at 300 px the face is ~135 px, well above HOG's 80.
             return [found for track in followed
-                    for found in find_faces(self.backend, frame, 3, 300, True, around(track.box, 0.6))]
+                    for found in find_faces(self.backend, frame, 3, 300, True, track.box.grown(0.6))]
         return find_faces(self.backend, frame, self.max_faces + 2, self.detect_max_side, with_boxes=True)
 
     def _follow(self, frame: np.ndarray) -> list[Track]:

@@ -43,6 +43,11 @@ class FaceBox:
     def area(self) -> float:
         return (self.right - self.left) * (self.bottom - self.top)
 
+    def grown(self, margin: float) -> "FaceBox":
+        """This box grown by ``margin`` times its width and height on every side."""
+        dx, dy = margin * (self.right - self.left), margin * (self.bottom - self.top)
+        return FaceBox(self.left - dx, self.top - dy, self.right + dx, self.bottom + dy, self.score)
+
 
 def box_around(landmarks: np.ndarray) -> FaceBox:
     """The tight box around a set of landmarks  # [68, 2]."""
@@ -174,9 +179,3 @@ def find_faces(tracker, image: np.ndarray, max_faces: int = 1, detect_max_side: 
              for b in tracker.detect(small)[:max_faces]]
     found = [(tracker.landmarks(image, box), box) for box in boxes]
     return found if with_boxes else [landmarks for landmarks, _ in found]
-
-
-def around(box: FaceBox, margin: float) -> FaceBox:
-    """``box`` grown by ``margin`` times its width and height on every side."""
-    dx, dy = margin * (box.right - box.left), margin * (box.bottom - box.top)
-    return FaceBox(box.left - dx, box.top - dy, box.right + dx, box.bottom + dy, box.score)
