@@ -20,6 +20,7 @@ import contextlib
 import json
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -196,12 +197,17 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=6.0)
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--snapshot-every", type=int, default=3000, help="also keep the refiner every N steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a [refine] setting for this run, e.g. --set loss_classification=0")
+    parser.add_argument("--train-only", action="store_true", help="train and stop (no parity or timing checks)")
     parser.add_argument("--refiner", help="benchmark this trained refiner instead of training one")
     parser.add_argument("--baseline-minutes", type=float, default=2.0, help="StarGAN-style competitor; 0 skips")
     parser.add_argument("--decoder", choices=["resize", "transpose"], default="resize",
                         help="the refiner's upsampling (transpose only to benchmark an old --refiner)")
     args = parser.parse_args()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -210,13 +216,18 @@ def main() -> None:
 
     settings = dict(load_config()["refine"])
     settings.update(steps=args.steps, batch=args.batch, sample_every=1000, checkpoint_every=500)
+    for assignment in args.set:
+        key, value = assignment.split("=", 1)
+        settings[key] = type(settings[key])(value)  # same type as the config's value; unknown keys fail here
     synthesizer = on_stage1(load_synthesizer(args.regression), decoder=args.decoder).cuda().train()
-    work = Path("/tmp/refine_run")
+    work = Path(tempfile.mkdtemp(prefix="refine_"))  # its own folder: two trainings may share the GPU
 
     def keep_refiner(model, step):
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.refiner.state_dict().items()}
-        save_file(tensors, str(out / "refiner.safetensors"),
-                  metadata={"step": str(step), "card": card, "decoder": args.decoder})
+        metadata = {"step": str(step), "card": card, "decoder": args.decoder}
+        save_file(tensors, str(out / "refiner.safetensors"), metadata=metadata)
+        if step % args.snapshot_every == 0:  # earlier steps kept too: longer adversarial training is not always better
+            save_file(tensors, str(out / f"refiner_{step}.safetensors"), metadata=metadata)
 
     started = time.perf_counter()
     rows = read_manifest(args.prepared, "train")
@@ -247,6 +258,9 @@ def main() -> None:
                       max_minutes=args.baseline_minutes, on_checkpoint=keep_baseline)
         shutil.copy(Path("/tmp/stargan_run/losses.jsonl"), out / "stargan_losses.jsonl")
 
+    if args.train_only:
+        print(f"trained {steps_done} steps at batch {args.batch} in {train_seconds:.0f} s with {args.set}")
+        return
     eval_rows = read_manifest(args.prepared, "eval")
     photos = sorted({str(r["neutral"]) for r in eval_rows})[:32]
     faces = torch.stack([torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for p in photos]).float().cuda() / 255

@@ -34,7 +34,10 @@ class ExpressionWarp(nn.Module):
 
     def forward(self, faces: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         """faces  # [B, C, R, R]; expression  # [B] int64; strength  # [B] -> warped faces  # [B, C, R, R]."""
-        scale = (strength * (2.0 / self.resolution)).to(faces.dtype)  # pixels -> normalised grid units
-        displacement = self.field[expression] * scale[:, None, None, None]
-        grid = self.identity_grid.to(faces.dtype) + displacement.permute(0, 2, 3, 1)
-        return F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # Sampled in FP32 whatever the model's precision: FP16 grid coordinates are off by up to 0.06 px at the crop
+        # edge, and PyTorch's FP16 CPU kernel returns NaN with border padding. (TensorRT builds pin it likewise.)
+        scale = strength.float() * (2.0 / self.resolution)  # pixels -> normalised grid units
+        displacement = self.field[expression].float() * scale[:, None, None, None]
+        grid = self.identity_grid.float() + displacement.permute(0, 2, 3, 1)
+        warped = F.grid_sample(faces.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return warped.to(faces.dtype)

@@ -34,6 +34,20 @@ def test_a_uniform_field_shifts_the_face_and_intensity_scales_the_motion():
     assert torch.allclose(full[1, :, :, 2:], faces[1, :, :, :-2], atol=1e-5)  # half intensity: half the motion
 
 
+def test_a_half_precision_model_warps_like_full_precision():
+    # FP16 is the GPU serving precision; PyTorch's FP16 grid_sample returned NaN here before the warp sampled in FP32.
+    torch.manual_seed(0)
+    warp = ExpressionWarp(1, 64)
+    warp.field[1] = torch.randn(2, 64, 64) * 4
+    faces = torch.rand(2, 3, 64, 64)
+    expression, strength = torch.tensor([1, 1]), torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        full = warp(faces, expression, strength)
+        half = warp.half()(faces.half(), expression, strength.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    assert (half.float() - full).abs().max() * 255 < 1.0
+
+
 def test_neutral_and_zero_intensity_stay_exact_with_a_warp():
     model = Synthesizer(["happy"], 32, width=8).eval()
     model.warp.field[1] = 3.0

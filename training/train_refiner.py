@@ -10,7 +10,11 @@ Losses (weights in config.toml [refine]):
                    refiner pulled the faces back toward the subtle real takes and the judge's accuracy fell 3x)
                  + identity: L1 between 16x-downsampled output and input (keeps skin tone, face shape and lighting,
                    which an expression does not change)
-  discriminator: hinge real/fake + classification of real photos (the expressive targets and the neutral inputs)
+  discriminator: hinge real/fake + classification of real photos (the expressive targets and the neutral inputs).
+                 It sees real and refined faces alike only inside the face mask (grey elsewhere): outside it the
+                 refined image is the warped photo, which the refiner cannot change, so a discriminator shown the
+                 whole crop won on the warp's resampling there and its gradient drove the refiner to colour mosaics
+                 inside the face (seen in three H200 runs, with either decoder and without the class term).
 Runs the same on CPU and CUDA (bf16 autocast there); under torchrun each process trains on its own shard of the
 batch with DistributedDataParallel.
 """
@@ -101,6 +105,11 @@ class RefinerTraining:
             "cpu", enabled=False
         )
 
+    def judged(self, images: torch.Tensor):
+        """The discriminator's view: the face region only, the rest a flat grey."""
+        mask = self.synthesizer.edit_mask.to(images.dtype)
+        return self.discriminator_model(images * mask + 0.5 * (1 - mask))
+
     def step(self, neutral: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
         s = self.settings
         with torch.no_grad():
@@ -111,8 +120,8 @@ class RefinerTraining:
             # Scored as the Synthesizer delivers it: refined appearance inside the face mask, on the warped face.
             fake = self.synthesizer.compose(warped, self.generator_refiner(warped, coarse, label).float(), strength)
             # Discriminator: real expressive photos and real neutral photos are real; refined faces are fake.
-            real_logits, real_classes = self.discriminator_model(torch.cat([target, neutral]))
-            fake_logits, _ = self.discriminator_model(fake.detach())
+            real_logits, real_classes = self.judged(torch.cat([target, neutral]))
+            fake_logits, _ = self.judged(fake.detach())
             real_labels = torch.cat([label, torch.zeros_like(label)])
             loss_d_adv = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
             loss_d_cls = F.cross_entropy(real_classes.float(), real_labels)
@@ -122,7 +131,7 @@ class RefinerTraining:
         self.optimizer_d.step()
 
         with self.autocast:
-            fake_logits, fake_classes = self.discriminator_model(fake)
+            fake_logits, fake_classes = self.judged(fake)
             loss_g_adv = -fake_logits.float().mean()
             loss_g_cls = F.cross_entropy(fake_classes.float(), label)
             loss_l1 = (fake.float() - target).abs().mean()
