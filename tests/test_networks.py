@@ -61,3 +61,23 @@ def test_a_few_training_steps_lower_the_loss():
     for _ in range(40):
         last = training.step(neutral, target, label)["l1"]
     assert last < 0.85 * sum(first) / 3
+
+
+def test_the_discriminator_sees_only_the_face_region():
+    # Outside the face mask a refined image is the warped photo, which the refiner cannot change: a discriminator that
+    # saw it there learned the warp's resampling and pushed the refiner to noise inside the face.
+    torch.manual_seed(0)
+    model = Synthesizer(["happy"], 32, width=8)
+    settings = {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "discriminator_width": 8}
+    training = RefinerTraining(model, settings, torch.device("cpu"))
+    training.discriminator.eval()  # spectral norm's power iteration would change the weights between the calls
+    faces = torch.rand(2, 3, 32, 32)
+    outside = (model.edit_mask == 0).float()  # the mask is soft: only where it is exactly 0 is nothing seen
+    changed_outside = faces + outside * (torch.rand_like(faces) - 0.5)
+    changed_inside = faces + model.edit_mask * 0.2
+    with torch.no_grad():
+        logits, classes = training.judged(faces)
+        logits_outside, classes_outside = training.judged(changed_outside)
+        logits_inside, _ = training.judged(changed_inside)
+    assert torch.allclose(logits, logits_outside, atol=1e-5) and torch.allclose(classes, classes_outside, atol=1e-5)
+    assert not torch.allclose(logits, logits_inside, atol=1e-3)
