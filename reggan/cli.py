@@ -31,6 +31,8 @@ EXAMPLES = {
   reggan edit photo.jpg --expression all -o strip.png   # every expression side by side""",
     "eval": """examples:
   reggan eval                                      # held-out people of the prepared data -> docs/eval
+  reggan eval --split val --checkpoint cache/candidate.safetensors --no-distribution --out cache/val
+                                                   # validation people: choose between models without the held-out
   reggan eval --baseline "StarGAN-style (our retraining)=cache/stargan.safetensors" \\
       --ood ../data/ood --videos ../data/video/d3.mp4 ../data/video/d20.mp4 --out docs""",
     "animate": """examples:
@@ -125,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
 
     evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
-    evaluate.add_argument("--prepared", help="prepared data folder (its 'eval' split is used)")
+    evaluate.add_argument("--prepared", help="prepared data folder")
+    evaluate.add_argument("--split", choices=["eval", "val"], default="eval",
+                          help="eval: the held-out people (reported numbers); val: the validation people (choosing "
+                               "between models)")
     evaluate.add_argument("--checkpoint", help="model (default: the bundled one)")
     evaluate.add_argument("--baseline", action="append", default=[], metavar="NAME=CHECKPOINT",
                           help="another checkpoint to score as its own row")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reggan.trackers import TrackerUnavailable, make_tracker
-from training.datasets import canonical_expression, is_held_out, read_cfee, read_pairs_manifest, read_sources
+from training.datasets import canonical_expression, in_split, read_cfee, read_pairs_manifest, read_sources, split_of
 
 
 def test_pairs_manifest_resolves_paths_and_names(tmp_path):
@@ -49,11 +49,16 @@ def test_bad_source_is_a_clear_error(tmp_path):
         read_sources([f"london:{tmp_path / 'absent'}"])
 
 
-def test_held_out_rules():
+def test_split_rules():
     rules = {"taiwanese": ["26", "27"], "london": ">=120"}
-    assert is_held_out("taiwanese", "26", rules) and not is_held_out("taiwanese", "25", rules)
-    assert is_held_out("london", "120", rules) and not is_held_out("london", "119", rules)
-    assert not is_held_out("pairs", "1", rules)
+    assert in_split("taiwanese", "26", rules) and not in_split("taiwanese", "25", rules)
+    assert in_split("london", "120", rules) and not in_split("london", "119", rules)
+    assert not in_split("pairs", "1", rules)
+    data = {"held_out": rules, "validation": {"taiwanese": ["24", "26"], "london": ["119"]}}
+    assert split_of("taiwanese", "26", data) == "eval"  # held out wins: evaluation people are never moved
+    assert split_of("taiwanese", "24", data) == "val" and split_of("london", "119", data) == "val"
+    assert split_of("taiwanese", "25", data) == "train"
+    assert split_of("taiwanese", "24", {"held_out": rules}) == "train"  # no [data.validation]: train on everyone
     assert canonical_expression(" Fear ") == "fearful"
 
 

@@ -134,9 +134,16 @@ def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronau
          "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"held_out", "ood", "flicker", "synthetic_motion"}
+    assert set(results) == {"split", "held_out", "ood", "flicker", "synthetic_motion"} and results["split"] == "eval"
     assert results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
     assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)"}
     report = (out / "results.md").read_text()
     assert "single_face.mp4" in report and "answer known" in report and (out / "contact_sheet.png").is_file()
     assert not (out / "results.partial.json").exists()
+
+    # The same manifest has no validation people: asking for them says what to do instead of scoring nothing.
+    result = subprocess.run([sys.executable, "-m", "reggan.cli", "eval", "--prepared", str(prepared), "--split", "val",
+                             "--no-distribution", "--out", str(tmp_path / "val")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "no 'val' rows" in result.stderr and "reggan prepare" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -126,7 +126,12 @@ def run_eval(args, config):
     aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
 
-    rows = read_manifest(resolve_path(args.prepared or config["data"]["prepared"]), "eval")
+    prepared = resolve_path(args.prepared or config["data"]["prepared"])
+    rows = read_manifest(prepared, args.split)
+    if not rows:
+        raise UserError(f"{prepared / 'manifest.csv'} has no {args.split!r} rows: run `reggan prepare` again (a "
+                        "manifest written before [data.validation] existed has no 'val' split)")
+    results["split"] = args.split
     keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution))
     print(ev.markdown_table(results["held_out"]))
     held_out_faces = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]

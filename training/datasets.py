@@ -119,11 +119,21 @@ def read_sources(sources: list[str], perceived_must_match: bool = True) -> list[
     return pairs
 
 
-def is_held_out(dataset: str, subject: str, held_out: dict[str, str | list[str]]) -> bool:
-    """The fixed evaluation split: ``{"taiwanese": ["26", ...], "london": ">=120"}``."""
-    rule = held_out.get(dataset)
+def in_split(dataset: str, subject: str, rules: dict[str, str | list[str]]) -> bool:
+    """Whether a person belongs to a split given as ``{"taiwanese": ["26", ...], "london": ">=120"}``."""
+    rule = rules.get(dataset)
     if rule is None:
         return False
     if isinstance(rule, str) and rule.startswith(">="):
         return subject.isdigit() and int(subject) >= int(rule[2:])
     return subject in rule
+
+
+def split_of(dataset: str, subject: str, data: dict) -> str:
+    """"eval" for the fixed held-out people ([data.held_out]), "val" for the people kept out of training to choose
+    between models ([data.validation]), else "train"."""
+    if in_split(dataset, subject, data["held_out"]):
+        return "eval"
+    if in_split(dataset, subject, data.get("validation", {})):
+        return "val"
+    return "train"

@@ -326,6 +326,12 @@ def simple_table(methods: dict, columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+SPLIT_HEADINGS = {
+    "eval": "## Held-out people (paired)\n",
+    "val": "## Validation people (paired; for choosing between models, the held-out people stay unseen)\n",
+}
+
+
 def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet: np.ndarray | None = None,
                  title: str = "reggan eval") -> Path:
     """eval.md (tables), eval.json (the same numbers) and contact_sheet.png in ``out_dir``."""
@@ -335,8 +341,8 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     held = results["held_out"]
     parts = [f"# {title}\n", f"Command: `{command}`\n", f"Machine: {machine}\n",
-             "## Held-out people (paired)\n",
-             f"{held['pairs']} (neutral photo, expression) pairs of people never trained on. "
+             SPLIT_HEADINGS[results.get("split", "eval")],
+             f"{held['pairs']} (neutral photo, expression) pairs of people left out of training. "
              + (f"FID/KID: {held['fid_samples']['outputs']} outputs against {held['fid_samples']['real']} real "
                 "expressive photos — FID is strongly biased at this sample count, so compare rows with each other "
                 "and read KID beside it. " if "fid_samples" in held else "")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from reggan.alignment import Aligner, transform_points
 from reggan.images import ImageReadError, read_rgb, write_rgb
 from reggan.trackers import find_faces, make_tracker
-from training.datasets import Pair, is_held_out, read_sources
+from training.datasets import Pair, in_split, read_sources, split_of
 from training.template import write_template
 
 
@@ -55,7 +55,7 @@ def prepare(config: dict, rebuild_template: bool = False) -> Path:
 
     if rebuild_template:
         training_photos = {
-            p for pair in pairs if not is_held_out(pair.dataset, pair.subject, data["held_out"])
+            p for pair in pairs if not in_split(pair.dataset, pair.subject, data["held_out"])
             for p in (pair.neutral, pair.target) if p in landmarks
         }
         write_template([landmarks[p].astype(np.float64) for p in sorted(training_photos)])
@@ -69,19 +69,19 @@ def prepare(config: dict, rebuild_template: bool = False) -> Path:
         aligned_landmarks[name] = transform_points(landmarks[path], matrix).round(2).tolist()
 
     kept = [pair for pair in pairs if pair.neutral in landmarks and pair.target in landmarks]
-    write_manifest(out_dir / "manifest.csv", kept, data["held_out"])
+    write_manifest(out_dir / "manifest.csv", kept, data)
     with open(out_dir / "landmarks.json", "w") as handle:
         json.dump(aligned_landmarks, handle)
     write_report(out_dir / "report.txt", pairs, kept, failed)
     return out_dir
 
 
-def write_manifest(path: Path, pairs: list[Pair], held_out: dict) -> None:
+def write_manifest(path: Path, pairs: list[Pair], data: dict) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["dataset", "subject", "expression", "neutral", "target", "split"])
         for pair in pairs:
-            split = "eval" if is_held_out(pair.dataset, pair.subject, held_out) else "train"
+            split = split_of(pair.dataset, pair.subject, data)
             writer.writerow([
                 pair.dataset, pair.subject, pair.expression,
                 crop_name(pair.neutral, pair.dataset), crop_name(pair.target, pair.dataset), split,
