@@ -16,6 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Bicubic, not bilinear: a bilinear read half-way between pixels averages two of them, which softened the skin of
+# every warped face (measured on validation faces warped to each expression: Laplacian variance in the face 109
+# bilinear, 178 bicubic, 219 unwarped; NIQE 12.3 / 10.4 / 7.6). ONNX GridSample and TensorRT both have it.
+SAMPLING = "bicubic"
+
+
 class ExpressionWarp(nn.Module):
     """Backward warp of aligned faces by the expression's displacement field, scaled per sample.
 
@@ -39,5 +45,5 @@ class ExpressionWarp(nn.Module):
         scale = strength.float() * (2.0 / self.resolution)  # pixels -> normalised grid units
         displacement = self.field[expression].float() * scale[:, None, None, None]
         grid = self.identity_grid.float() + displacement.permute(0, 2, 3, 1)
-        warped = F.grid_sample(faces.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        warped = F.grid_sample(faces.float(), grid, mode=SAMPLING, padding_mode="border", align_corners=False)
         return warped.to(faces.dtype)
