@@ -20,7 +20,7 @@ def run_export(args, config):
                                                         regression_only=args.regression_only))
     paths = exported_paths(checkpoint, synthesizer.use_refiner)
     if args.format == "onnx":
-        from export.onnx_export import check_forward, export_onnx
+        from reggan.onnx_export import check_forward, export_onnx
 
         out = Path(args.out) if args.out else paths["onnx"]
         export_onnx(synthesizer, out)
@@ -40,7 +40,7 @@ def run_export(args, config):
     engine = build_engine(ensure_onnx(synthesizer, checkpoint), paths["engine_dir"], synthesizer.resolution,
                           args.fp16)
     print(f"engine: {engine}; checking it against PyTorch FP32:")
-    from export.onnx_export import example_inputs
+    from reggan.onnx_export import example_inputs
 
     face, expression, intensity = example_inputs(synthesizer, 4)
     import torch

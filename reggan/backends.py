@@ -164,7 +164,7 @@ class TensorRTBackend:
 
 
 # The modules whose code defines the exported graph (the face mask comes from the alignment template).
-GRAPH_SOURCES = ("networks.py", "regression.py", "warp.py", "alignment.py", "template_68.json")
+GRAPH_SOURCES = ("networks.py", "regression.py", "warp.py", "alignment.py", "template_68.json", "onnx_export.py")
 
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
 
@@ -190,7 +190,7 @@ def ensure_onnx(synthesizer: Synthesizer, checkpoint: str | Path) -> Path:
     """The checkpoint's ONNX graph, exported and parity-checked on first use (about two seconds)."""
     onnx_path = exported_paths(checkpoint, synthesizer.use_refiner)["onnx"]
     if not onnx_path.is_file():
-        from export.onnx_export import check_forward, export_onnx
+        from reggan.onnx_export import check_forward, export_onnx
 
         export_onnx(synthesizer, onnx_path.with_name("unchecked.onnx"))
         check_forward(synthesizer, onnx_path.with_name("unchecked.onnx"), batches=(2,), quiet=True)

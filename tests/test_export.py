@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.onnx_export import check_forward, example_inputs, export_onnx
+from reggan.onnx_export import check_forward, example_inputs, export_onnx
 from reggan.tensorrt_runtime import TensorRTUnavailable, engine_cache_key, require_tensorrt
 from reggan.backends import (BackendUnavailable, OnnxRuntimeBackend, TorchBackend, cpu_has_fast_bf16, make_backend,
                              resolve_precision)

@@ -3,6 +3,7 @@
 Inputs: face [B, 3, R, R] float32 in [0, 1], expression [B] int64, intensity [B] float32; output: [B, 3, R, R].
 The batch is dynamic. The export verifies itself (as timm's --check-forward): onnxruntime and PyTorch run the same
 inputs and the export fails when they differ by more than the tolerance.
+It lives in reggan/, beside the backends, because they export on first use; export/ holds the commands.
 """
 
 from __future__ import annotations
