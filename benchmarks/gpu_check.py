@@ -35,6 +35,12 @@ from training.prepare import read_manifest
 from training.train_refiner import on_stage1, train_refiner
 
 
+def save_generator(model, path: Path, **metadata) -> None:
+    """A model's trained generator (its ``refiner`` module) as FP32 CPU tensors in one safetensors file."""
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.refiner.state_dict().items()}
+    save_file(tensors, str(path), metadata={key: str(value) for key, value in metadata.items()})
+
+
 def timed(function, repeats: int) -> float:
     """Median milliseconds of ``function`` on the GPU, after warm-up."""
     for _ in range(5):
@@ -203,8 +209,9 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train and stop (no parity or timing checks)")
     parser.add_argument("--refiner", help="benchmark this trained refiner instead of training one")
     parser.add_argument("--baseline-minutes", type=float, default=2.0, help="StarGAN-style competitor; 0 skips")
-    parser.add_argument("--decoder", choices=["resize", "transpose"], default="resize",
-                        help="the refiner's upsampling (transpose only to benchmark an old --refiner)")
+    parser.add_argument("--decoder", choices=["resize", "transpose"],
+                        help="the refiner's upsampling (default: [refine].decoder; transpose to benchmark an old "
+                             "--refiner)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,15 +226,14 @@ def main() -> None:
     for assignment in args.set:
         key, value = assignment.split("=", 1)
         settings[key] = type(settings[key])(value)  # same type as the config's value; unknown keys fail here
-    synthesizer = on_stage1(load_synthesizer(args.regression), decoder=args.decoder).cuda().train()
+    decoder = args.decoder or settings["decoder"]  # one source for the run: --set decoder=... counts too
+    synthesizer = on_stage1(load_synthesizer(args.regression), decoder=decoder).cuda().train()
     work = Path(tempfile.mkdtemp(prefix="refine_"))  # its own folder: two trainings may share the GPU
 
     def keep_refiner(model, step):
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.refiner.state_dict().items()}
-        metadata = {"step": str(step), "card": card, "decoder": args.decoder}
-        save_file(tensors, str(out / "refiner.safetensors"), metadata=metadata)
+        save_generator(model, out / "refiner.safetensors", step=step, card=card, decoder=decoder)
         if step % args.snapshot_every == 0:  # earlier steps kept too: longer adversarial training is not always better
-            save_file(tensors, str(out / f"refiner_{step}.safetensors"), metadata=metadata)
+            shutil.copy(out / "refiner.safetensors", out / f"refiner_{step}.safetensors")
 
     started = time.perf_counter()
     rows = read_manifest(args.prepared, "train")
@@ -251,12 +257,12 @@ def main() -> None:
         baseline = Synthesizer(synthesizer.expressions[1:], synthesizer.resolution, generator="stargan").cuda().train()
 
         def keep_baseline(model, step):
-            tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.refiner.state_dict().items()}
-            save_file(tensors, str(out / "stargan.safetensors"), metadata={"step": str(step), "card": card})
+            save_generator(model, out / "stargan.safetensors", step=step, card=card)
 
-        train_refiner(baseline, rows, settings, Path("/tmp/stargan_run"), "cuda", resume=False,
+        baseline_work = Path(tempfile.mkdtemp(prefix="stargan_"))
+        train_refiner(baseline, rows, settings, baseline_work, "cuda", resume=False,
                       max_minutes=args.baseline_minutes, on_checkpoint=keep_baseline)
-        shutil.copy(Path("/tmp/stargan_run/losses.jsonl"), out / "stargan_losses.jsonl")
+        shutil.copy(baseline_work / "losses.jsonl", out / "stargan_losses.jsonl")
 
     if args.train_only:
         print(f"trained {steps_done} steps at batch {args.batch} in {train_seconds:.0f} s with {args.set}")

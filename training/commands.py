@@ -114,6 +114,13 @@ def run_eval(args, config):
         results[section] = value
         (out_dir / "results.partial.json").write_text(json.dumps(results, indent=1))
 
+    # The split is checked before any model is loaded: a wrong --split fails at once.
+    prepared = resolve_path(args.prepared or config["data"]["prepared"])
+    rows = read_manifest(prepared, args.split)
+    if not rows:
+        raise UserError(f"{prepared / 'manifest.csv'} has no {args.split!r} rows: run `reggan prepare` again (a "
+                        "manifest written before [data.validation] existed has no 'val' split)")
+    results["split"] = args.split
     synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint))
     extra = {}
     for item in args.baseline:
@@ -126,12 +133,6 @@ def run_eval(args, config):
     aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
 
-    prepared = resolve_path(args.prepared or config["data"]["prepared"])
-    rows = read_manifest(prepared, args.split)
-    if not rows:
-        raise UserError(f"{prepared / 'manifest.csv'} has no {args.split!r} rows: run `reggan prepare` again (a "
-                        "manifest written before [data.validation] existed has no 'val' split)")
-    results["split"] = args.split
     keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution))
     print(ev.markdown_table(results["held_out"]))
     held_out_faces = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
