@@ -65,15 +65,21 @@ def test_streaming_fit_equals_one_shot_fit():
     assert streamed.count == 30
 
 
-def test_ridge_penalty_shrinks_weights_towards_zero():
+def test_ridge_penalty_shrinks_weights_towards_the_identity_map():
+    """A strong penalty leaves "keep the input pixel" plus the mean change, never the training faces' mean image."""
     kernel, size = 3, 4
     inputs = torch.rand(12, 3, size, size, generator=torch.Generator().manual_seed(4))
-    targets = inputs.flip(-1)
+    targets = inputs.flip(-1) + 0.1
     accumulator = RidgeAccumulator(3, size, kernel)
     accumulator.add(inputs, targets)
+    identity = torch.zeros(3, kernel * kernel, size, size)
+    identity[:, kernel * kernel // 2] = 1.0
     loose, _ = accumulator.solve(0.0001)
-    tight, _ = accumulator.solve(100.0)
-    assert tight.abs().mean() < loose.abs().mean()
+    tight, tight_bias = accumulator.solve(1e6)
+    assert (tight - identity).abs().mean() < (loose - identity).abs().mean()
+    assert torch.allclose(tight, identity, atol=1e-3)
+    # With the weights held at the identity, the unshrunk bias is the mean change target - input.
+    assert torch.allclose(tight_bias, (targets - inputs).mean(0), atol=1e-3)
 
 
 def test_train_regression_command_fits_the_warps_then_the_layer(astronaut, astronaut_landmarks, tmp_path):

@@ -1,8 +1,12 @@
 """Stage 1b, ``reggan train regression``: fit every per-pixel ridge system of the regression layer in closed form.
 
-For each expression, colour channel and pixel: w = (X^T X + lambda I)^-1 X^T t over all training pairs, where a row
-of X is the k x k neighbourhood of that pixel in a neutral face (warped by the expression's field, fit_warp.py)
-plus a constant 1 (the bias), and t is the same pixel of the expressive face. X^T X and X^T t are accumulated while
+For each expression, colour channel and pixel: w = (X^T X + lambda I)^-1 (X^T t + lambda e) over all training pairs,
+where a row of X is the k x k neighbourhood of that pixel in a neutral face (warped by the expression's field,
+fit_warp.py) plus a constant 1 (the bias), t is the same pixel of the expressive face, and e is the identity map
+(1 on the centre tap). The penalty pulls the weights towards "keep the input pixel", not towards zero: weights
+shrunk towards zero let the bias carry the training faces' mean, which the layer then paints over anyone unlike
+them (a second pair of eyes on a face looking aside, the mean mouth over a talking one). The bias is not shrunk:
+it carries the expression's mean change. X^T X and X^T t are accumulated while
 streaming over the pairs, so memory is independent of the number of pairs: per expression it is C*R*R*(k*k+1)^2
 float64 numbers (157 MB at 256 px, k = 3).
 """
@@ -39,11 +43,14 @@ class RidgeAccumulator:
         self.count += neutral.shape[0]
 
     def solve(self, ridge_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights  # [C, K, R, R] and bias  # [C, R, R]; the bias is not shrunk (it carries the mean change)."""
+        """Weights  # [C, K, R, R] and bias  # [C, R, R], shrunk towards the identity map; the bias is not shrunk."""
         features = self.gram.shape[-1]
         penalty = torch.eye(features, dtype=torch.float64) * ridge_lambda
         penalty[-1, -1] = 0.0
-        solution = torch.linalg.solve(self.gram + penalty, self.cross.unsqueeze(-1)).squeeze(-1)  # [C, R, R, K+1]
+        identity = torch.zeros(features, dtype=torch.float64)
+        identity[(features - 1) // 2] = 1.0  # the centre tap of the k x k neighbourhood
+        right_side = self.cross + ridge_lambda * identity
+        solution = torch.linalg.solve(self.gram + penalty, right_side.unsqueeze(-1)).squeeze(-1)  # [C, R, R, K+1]
         weight = solution[..., :-1].permute(0, 3, 1, 2)
         bias = solution[..., -1]
         return weight.float(), bias.float()
