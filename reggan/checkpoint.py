@@ -19,7 +19,7 @@ from reggan.alignment import load_template
 from reggan.networks import Synthesizer
 
 
-OPTIONAL_TENSORS = ("warp.field",)
+OPTIONAL_TENSORS = ("warp.field", "familiarity.mean", "familiarity.spread")
 
 
 class CheckpointError(ValueError):
@@ -80,7 +80,8 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
     expected = synthesizer.state_dict()
-    # Checkpoints from before the warp stage have no fields; the zero field they keep is exactly no warp.
+    # Checkpoints from before the warp stage have no fields (the zero field is exactly no warp), and those from
+    # before the familiarity gate no statistics (the defaults keep the gate open): both load as they were.
     tensors = {**{name: expected[name] for name in OPTIONAL_TENSORS if name not in tensors}, **tensors}
     missing = sorted(set(expected) - set(tensors))
     wrong = [f"{n}: file {tuple(tensors[n].shape)} vs model {tuple(v.shape)}" for n, v in expected.items()

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from reggan.alignment import Aligner
+from reggan.familiarity import FamiliarityGate
 from reggan.regression import LocalRegression
 from reggan.warp import ExpressionWarp
 
@@ -160,6 +161,7 @@ class Synthesizer(nn.Module):
         self.refiner = GENERATORS[generator](len(self.expressions), width, **extra)
         mask = torch.from_numpy(Aligner(resolution).face_mask(self.edit_mask_feather))
         self.register_buffer("edit_mask", mask[None, None], persistent=False)
+        self.familiarity = FamiliarityGate(resolution, self.edit_mask)
         # False: run the regression layer alone (about 15x faster on a CPU; the exported graph follows this too).
         self.use_refiner = True
 
@@ -168,14 +170,14 @@ class Synthesizer(nn.Module):
         if not self.use_refiner:
             return self.coarse_only(face, expression, intensity)
         strength = self.strength(expression, intensity)
-        warped, coarse = self.intermediate(face, expression, strength)
-        return self.compose(warped, self.refiner(warped, coarse, expression), strength)
+        warped, coarse, gate = self.intermediate(face, expression, strength)
+        return self.compose(warped, self.refiner(warped, coarse, expression), strength, gate)
 
     def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
         """The regression-only ablation (the intermediate representation), same blending as ``forward``."""
         strength = self.strength(expression, intensity)
-        warped, coarse = self.intermediate(face, expression, strength)
-        return self.compose(warped, coarse, strength)
+        warped, coarse, gate = self.intermediate(face, expression, strength)
+        return self.compose(warped, coarse, strength, gate)
 
     @staticmethod
     def strength(expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
@@ -183,12 +185,17 @@ class Synthesizer(nn.Module):
         return intensity * (expression > 0).to(intensity.dtype)
 
     def intermediate(self, face: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor):
-        """The warped face and the regression layer's coarse expressive face on top of it."""
+        """The warped face, the regression layer's coarse expressive face on top of it, and where the input is
+        familiar enough for the added appearance to be trusted (FamiliarityGate, moved with the face)."""
         warped = self.warp(face, expression, strength)
         coarse = self.regression(warped, expression) if self.refiner.uses_coarse else warped
-        return warped, coarse
+        gate = self.warp(self.familiarity(face), expression, strength).clamp(0.0, 1.0)
+        return warped, coarse, gate
 
-    def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        """Warped face + intensity x the appearance the network added, inside the face mask, clamped to [0, 1]."""
-        weight = strength.to(warped.dtype)[:, None, None, None] * self.edit_mask.to(warped.dtype)
+    def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor,
+                gate: torch.Tensor) -> torch.Tensor:
+        """Warped face + intensity x the appearance the network added, inside the face mask where the input is
+        familiar (gate  # [B, 1, R, R]), clamped to [0, 1]."""
+        weight = (strength.to(warped.dtype)[:, None, None, None] * self.edit_mask.to(warped.dtype)
+                  * gate.to(warped.dtype))
         return torch.clamp(warped + weight * (expressive - warped), 0.0, 1.0)

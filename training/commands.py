@@ -37,7 +37,7 @@ def run_train(args, config):
     prepared = resolve_path(args.prepared or config["data"]["prepared"])
     regression_path = resolve_path(args.regression)
     if args.stage == "regression":
-        from training.fit_regression import fit_regression, load_training_pairs
+        from training.fit_regression import distinct_neutrals, fit_regression, load_training_pairs, to_tensor
         from training.fit_warp import fit_warp
 
         config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda})
@@ -48,6 +48,7 @@ def run_train(args, config):
         layer = fit_regression(pairs, model["expressions"], model["resolution"], settings["kernel"],
                                settings["ridge_lambda"], settings["batch"], warp=synthesizer.warp)
         synthesizer.regression.load_state_dict(layer.state_dict())
+        synthesizer.familiarity.fit(to_tensor(distinct_neutrals(pairs)))
         save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["warp", "regression"],
                          ridge_lambda=settings["ridge_lambda"])
         print(f"wrote {regression_path}")

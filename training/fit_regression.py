@@ -99,6 +99,15 @@ def fit_regression(
     return layer
 
 
+def distinct_neutrals(pairs_by_expression: dict[str, list[tuple]]) -> list[np.ndarray]:
+    """Each training person's neutral crop once (load_training_pairs shares one array per photo)."""
+    seen: dict[int, np.ndarray] = {}
+    for pairs in pairs_by_expression.values():
+        for neutral, _ in pairs:
+            seen.setdefault(id(neutral), neutral)
+    return list(seen.values())
+
+
 def load_training_pairs(prepared_dir, expressions: list[str], split: str = "train") -> dict[str, list[tuple]]:
     """Aligned uint8 crops of the prepared manifest grouped by expression; each photo is decoded once."""
     from reggan.images import read_rgb

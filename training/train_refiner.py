@@ -114,11 +114,12 @@ class RefinerTraining:
         s = self.settings
         with torch.no_grad():
             strength = torch.ones(label.shape[0], device=label.device)
-            warped, coarse = self.synthesizer.intermediate(neutral, label, strength)
-            anchor = self.synthesizer.compose(warped, coarse, strength)  # the regression-only output
+            warped, coarse, gate = self.synthesizer.intermediate(neutral, label, strength)
+            anchor = self.synthesizer.compose(warped, coarse, strength, gate)  # the regression-only output
         with self.autocast:
             # Scored as the Synthesizer delivers it: refined appearance inside the face mask, on the warped face.
-            fake = self.synthesizer.compose(warped, self.generator_refiner(warped, coarse, label).float(), strength)
+            fake = self.synthesizer.compose(warped, self.generator_refiner(warped, coarse, label).float(), strength,
+                                            gate)
             # Discriminator: real expressive photos and real neutral photos are real; refined faces are fake.
             real_logits, real_classes = self.judged(torch.cat([target, neutral]))
             fake_logits, _ = self.judged(fake.detach())
