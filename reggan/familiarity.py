@@ -1,7 +1,7 @@
 """Where an input face looks like the training faces, and where it does not.
 
 The regression layer is a per-pixel linear map fitted on studio photos of bare faces. On a pixel unlike anything it
-was fitted on (a fringe of hair over the forehead, a beard, glasses, the teeth of someone already smiling) it
+was fitted on (a fringe of hair over the forehead, glasses, the teeth of someone already smiling) it
 extrapolates, and paints colour streaks there. The gate measures, per pixel, how far the input is from the
 training faces — in colour relative to the face's own mean colour, so a darker or warmer face is not "unlike" for
 its skin tone or its light — and lets the networks' change through only where the input is familiar.
