@@ -163,8 +163,10 @@ class TensorRTBackend:
         return self.runner(faces, expression, intensity)
 
 
-# The modules whose code defines the exported graph (the face mask comes from the alignment template).
-GRAPH_SOURCES = ("networks.py", "regression.py", "warp.py", "alignment.py", "template_68.json", "onnx_export.py")
+# The modules whose code defines the exported graph (the face mask comes from the alignment template). Every module
+# that defines a part of the Synthesizer must be here (tests/test_export.py checks it against the model).
+GRAPH_SOURCES = ("networks.py", "regression.py", "warp.py", "familiarity.py", "alignment.py", "template_68.json",
+                 "onnx_export.py")
 
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
 

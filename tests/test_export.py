@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -219,3 +220,12 @@ def test_export_cache_key_follows_the_checkpoint_and_the_graph_code(small_model,
     # An upgraded reggan whose graph code differs never reuses the old export.
     monkeypatch.setattr(backends, "GRAPH_SOURCES", backends.GRAPH_SOURCES[:-1])
     assert backends.exported_paths(first)["onnx"] != key
+
+
+def test_export_cache_key_covers_every_module_of_the_synthesizer(small_model):
+    """A part of the model whose code is not in the key would let a stale graph outlive a change to it."""
+    from reggan.backends import GRAPH_SOURCES
+
+    defining = {os.path.basename(sys.modules[type(module).__module__].__file__) for module in small_model.modules()
+                if type(module).__module__.startswith("reggan.")}
+    assert defining <= set(GRAPH_SOURCES), defining - set(GRAPH_SOURCES)
