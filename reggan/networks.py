@@ -187,9 +187,11 @@ class Synthesizer(nn.Module):
     def intermediate(self, face: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor):
         """The warped face, the regression layer's coarse expressive face on top of it, and where the input is
         familiar enough for the added appearance to be trusted (FamiliarityGate, moved with the face)."""
-        warped = self.warp(face, expression, strength)
+        # Face and gate moved in one sampling pass (the warp samples in FP32 whatever the face's precision, so
+        # stacking them as FP32 changes nothing; one pass instead of two saves a grid and a kernel launch).
+        both = self.warp(torch.cat([face.float(), self.familiarity(face)], dim=1), expression, strength)
+        warped, gate = both[:, :3].to(face.dtype), both[:, 3:].clamp(0.0, 1.0)
         coarse = self.regression(warped, expression) if self.refiner.uses_coarse else warped
-        gate = self.warp(self.familiarity(face), expression, strength).clamp(0.0, 1.0)
         return warped, coarse, gate
 
     def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor,
