@@ -44,7 +44,7 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
         except BaseException as error:  # handed to the main thread, which decides what the user sees
             failures.append(error)
         finally:
-            _put(inbox, END, stop) or inbox.put(END)
+            _put(inbox, END, stop)  # once stopped, the main thread reads no more and needs no END
 
     def write() -> None:
         try:
@@ -68,7 +68,12 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
     progress = tqdm(total=source.frame_count or None, unit="frame", disable=not show_progress, desc="video")
     try:
         while True:
-            item = inbox.get()
+            try:
+                item = inbox.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():  # the writer failed: nothing more will be written
+                    break
+                continue
             if item is END:
                 break
             if item[0] == "video":
@@ -82,7 +87,12 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
     finally:
         stop.set()  # tells the reader to stop; the writer drains what is queued
         progress.close()
-        outbox.put(END)
+        while writer.is_alive():  # a writer that failed reads no more: END must not wait for room then
+            try:
+                outbox.put(END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         writer.join()
         reader.join(timeout=5)
     if failures:

@@ -12,9 +12,21 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+
+from reggan.errors import UserError
 import numpy as np
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+
+
+class SinkError(UserError):
+    """The output cannot be written: a folder that cannot be made, a full disk, a path that is a file."""
+
+
+def cannot_write(path: Path, error: Exception, frames: int = 0) -> SinkError:
+    reason = getattr(error, "strerror", None) or str(error)
+    where = f" after {frames} frames (those are kept)" if frames else ""
+    return SinkError(f"cannot write {path}{where}: {reason}")
 
 
 class VideoFileSink:
@@ -41,8 +53,11 @@ class VideoFileSink:
         self.frames_written = 0
 
     def __enter__(self) -> "VideoFileSink":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.partial), mode="w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(str(self.partial), mode="w")
+        except (OSError, av.error.FFmpegError) as error:
+            raise cannot_write(self.path, error) from error
         if self.audio_from is not None:
             try:
                 self.audio = self.container.add_stream_from_template(self.audio_from)
@@ -74,8 +89,11 @@ class VideoFileSink:
         frame = frame[: self.video.height, : self.video.width]
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.frames_written if pts is None else pts
-        for packet in self.video.encode(video_frame):
-            self.container.mux(packet)
+        try:  # PyAV opens the file lazily, so an unwritable path shows up here too, as does a full disk
+            for packet in self.video.encode(video_frame):
+                self.container.mux(packet)
+        except (OSError, av.error.FFmpegError) as error:
+            raise cannot_write(self.path, error, self.frames_written) from error
         self.frames_written += 1
 
     def write_audio_packet(self, packet) -> None:
@@ -89,7 +107,10 @@ class VideoFileSink:
 
     def _mux_audio(self, packet) -> None:
         packet.stream = self.audio
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except (OSError, av.error.FFmpegError) as error:
+            raise cannot_write(self.path, error, self.frames_written) from error
 
     def __exit__(self, *exc) -> None:
         if self.container is None:
@@ -157,13 +178,19 @@ class ImageSequenceSink:
         self.count = 0
 
     def __enter__(self) -> "ImageSequenceSink":
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise cannot_write(self.folder, error) from error
         return self
 
     def write(self, frame: np.ndarray, pts=None) -> None:
         from reggan.images import write_rgb
 
-        write_rgb(self.folder / f"frame_{self.count:06d}.png", frame)
+        try:
+            write_rgb(self.folder / f"frame_{self.count:06d}.png", frame)
+        except OSError as error:
+            raise cannot_write(self.folder, error, self.count) from error
         self.count += 1
 
     def write_audio_packet(self, packet) -> None:

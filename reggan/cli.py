@@ -281,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     from reggan.trackers import TrackerUnavailable
 
     # UserError covers the stages' own expected failures too (a missing camera or a corrupt video: live.sources).
+    # OSError: a file that cannot be read or written (a full disk, a path through a file); not a bug of ours.
     expected = (UserError, CheckpointError, NoFaceError, ImageReadError, TrackerUnavailable, BackendUnavailable,
-                FileNotFoundError, ValueError)
+                OSError, ValueError)
     try:
         config = load_config(args.config)
         handler(args.command)(args, config)

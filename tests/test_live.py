@@ -311,3 +311,50 @@ def test_video_to_an_image_sequence(feat_media, tmp_path):
                     "--image-sequence", "--regression-only")
     assert result.returncode == 0, result.stderr
     assert len(list(out.glob("frame_*.png"))) == len(decode(feat_media / "single_face.mp4"))
+
+
+def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
+    """A full disk while the queue to the encoder is full must end the run with that error, not hang it."""
+    import threading
+    import time
+
+    from live.loop import run_file
+
+    class Frames:
+        fps, frame_count = 30, 200
+
+        def __iter__(self):
+            for index in range(200):
+                yield "video", astronaut, index / 30, index
+
+    class Passthrough:
+        def process(self, frame, timestamp):
+            return frame
+
+    class DiskFull:
+        def write(self, frame, pts=None):
+            time.sleep(0.2)  # slower than processing, so the queue to it is full when it fails
+            raise OSError(28, "No space left on device")
+
+    outcome = []
+
+    def run():
+        try:
+            run_file(Frames(), Passthrough(), DiskFull(), show_progress=False)
+        except OSError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "run_file hung after the sink failed"
+    assert outcome and "No space left" in str(outcome[0])
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(feat_media, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for out in (blocker / "out.mp4", blocker / "frames"):
+        result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "happy")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"cannot write {out}" in result.stderr
