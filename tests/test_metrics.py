@@ -32,6 +32,21 @@ def test_flicker_calibration_edits_on_synthetic_head_motion(astronaut):
     assert flicker_ratio(frames, [noisy_edit(f, m, rng, sigma=6) for f, m in zip(frames, masks)], masks) > 1.5
 
 
+def test_flicker_at_equal_contrast_forgives_contrast_but_not_noise(astronaut):
+    from training.temporal import FlickerMeter, moving_clip, noisy_edit, stable_contrast_edit
+
+    frames = moving_clip(astronaut, frames=12, frame_size=(320, 240), zoom=0.5)
+    masks = [np.ones((240, 320), bool)] * len(frames)
+    meter = FlickerMeter(frames)
+    assert meter.scores(frames, masks) == {"flicker": 1.0, "flicker_equal_contrast": 1.0}
+    contrast = meter.scores([stable_contrast_edit(f, m) for f, m in zip(frames, masks)], masks)
+    assert contrast["flicker"] > 1.1  # the plain ratio counts the added contrast as flicker ...
+    assert contrast["flicker_equal_contrast"] == pytest.approx(1.0, abs=0.1)  # ... this one does not
+    rng = np.random.default_rng(0)
+    noisy = meter.scores([noisy_edit(f, m, rng, sigma=6) for f, m in zip(frames, masks)], masks)
+    assert noisy["flicker_equal_contrast"] > 1.5
+
+
 def test_fid_of_a_set_against_itself_is_zero_and_kid_near_zero():
     from skimage import data
 
@@ -82,14 +97,18 @@ def test_report_renders(tmp_path):
     from training.evaluate import STABLE_REFERENCE
 
     results = {"held_out": {"pairs": 2, "methods": {"RegGAN (full)": method}},
-               "flicker": {"RegGAN (full)": {"per_clip": {"a.mp4": 1.02}, "mean": 1.02},
-                           STABLE_REFERENCE: {"per_clip": {"a.mp4": 1.3}, "mean": 1.3}},
+               "flicker": {"RegGAN (full)": {"per_clip": {"a.mp4": 1.02}, "mean": 1.02,
+                                             "per_clip_equal_contrast": {"a.mp4": 0.97}, "mean_equal_contrast": 0.97},
+                           STABLE_REFERENCE: {"per_clip": {"a.mp4": 1.3}, "mean": 1.3,
+                                              "per_clip_equal_contrast": {"a.mp4": 1.01},
+                                              "mean_equal_contrast": 1.01}},
                "synthetic_motion": {"stills": 1, "frames_each": 90, "methods": {"RegGAN (full)": {
                    "flicker": 0.99, "flicker_of_exact_answer": 1.0, "error_to_exact_answer": 2.74}}}}
     sheet = np.zeros((40, 80, 3), np.uint8)
     report = write_report(results, tmp_path, "reggan eval", "test machine", sheet)
     text = report.read_text()
     assert "| RegGAN (full) | 0.500 |" in text and "a.mp4" in text and "1.020" in text
+    assert "At equal contrast" in text and "| RegGAN (full) | 0.970 | 0.970 |" in text
     assert "calibrate the metric" in text and "| RegGAN (full) | 0.990 | 1.000 | 2.74 |" in text
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
 

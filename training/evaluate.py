@@ -201,7 +201,7 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
 
     from training.temporal import FlickerMeter, noisy_edit, stable_contrast_edit
 
-    results: dict[str, dict[str, float]] = defaultdict(dict)
+    results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # method -> clip -> FlickerMeter.scores
     for clip in clips:
         with av.open(str(clip)) as container:
             frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(max_frames), container.decode(video=0))]
@@ -211,14 +211,21 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
         for name, backend in backends.items():
             outputs, masks = process_clip(frames, backend, tracker_backend, rate, expression)
             reference_masks = reference_masks or masks
-            results[name][Path(clip).name] = meter.ratio(outputs, masks)
+            results[name][Path(clip).name] = meter.scores(outputs, masks)
         rng = np.random.default_rng(0)
-        results[STABLE_REFERENCE][Path(clip).name] = meter.ratio(
+        results[STABLE_REFERENCE][Path(clip).name] = meter.scores(
             [stable_contrast_edit(f, m) for f, m in zip(frames, reference_masks)], reference_masks)
-        results[NOISY_REFERENCE][Path(clip).name] = meter.ratio(
+        results[NOISY_REFERENCE][Path(clip).name] = meter.scores(
             [noisy_edit(f, m, rng) for f, m in zip(frames, reference_masks)], reference_masks)
-    return {name: {"per_clip": clips_, "mean": float(np.mean(list(clips_.values())))}
-            for name, clips_ in results.items()}
+
+    def summary(per_clip: dict[str, dict[str, float]], score: str) -> dict[str, float]:
+        return {clip: scores[score] for clip, scores in per_clip.items()}
+
+    return {name: {"per_clip": summary(per_clip, "flicker"),
+                   "mean": float(np.mean([s["flicker"] for s in per_clip.values()])),
+                   "per_clip_equal_contrast": summary(per_clip, "flicker_equal_contrast"),
+                   "mean_equal_contrast": float(np.mean([s["flicker_equal_contrast"] for s in per_clip.values()]))}
+            for name, per_clip in results.items()}
 
 
 def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_backend,
@@ -332,6 +339,15 @@ SPLIT_HEADINGS = {
 }
 
 
+def flicker_table(flicker: dict, per_clip: str, mean: str) -> str:
+    clips = sorted(next(iter(flicker.values()))[per_clip])
+    lines = ["| method | " + " | ".join(clips) + " | mean |", "|---" * (len(clips) + 2) + "|"]
+    for name, scores in flicker.items():
+        lines.append(f"| {name} | " + " | ".join(f"{scores[per_clip][c]:.3f}" for c in clips)
+                     + f" | {scores[mean]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet: np.ndarray | None = None,
                  title: str = "reggan eval") -> Path:
     """eval.md (tables), eval.json (the same numbers) and contact_sheet.png in ``out_dir``."""
@@ -365,19 +381,21 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
                                                 ("niqe", "NIQE ↓", "{:.2f}")]) + "\n"]
     if "flicker" in results:
         flicker = results["flicker"]
-        clips = sorted(next(iter(flicker.values()))["per_clip"])
         parts += ["## Temporal stability on video\n",
                   "Flicker of the face region relative to the input after optical-flow motion compensation "
                   "(1.0 = no more flicker than the source; happy, full intensity).\n",
-                  "| method | " + " | ".join(clips) + " | mean |", "|---" * (len(clips) + 2) + "|"]
-        for name, scores in flicker.items():
-            parts.append(f"| {name} | " + " | ".join(f"{scores['per_clip'][c]:.3f}" for c in clips)
-                         + f" | {scores['mean']:.3f} |")
-        parts.append("")
+                  flicker_table(flicker, "per_clip", "mean")]
         if STABLE_REFERENCE in flicker:
             parts.append("The two reference rows calibrate the metric on the same clips and face masks: an edit that "
                          "cannot flicker but adds contrast already scores above 1, because the flow's errors leave "
                          "more residual on higher contrast; fresh per-frame noise is what real flicker looks like.\n")
+        if all("per_clip_equal_contrast" in scores for scores in flicker.values()):
+            parts += ["### At equal contrast\n",
+                      "The same residuals, each clip's divided by its structure (the gradient of the frame blurred "
+                      "by 1.5 px: what a flow error turns into residual, nearly blind to sensor noise), output over "
+                      "input. Contrast alone no longer counts; change over time that the input's motion does not "
+                      "explain still does.\n",
+                      flicker_table(flicker, "per_clip_equal_contrast", "mean_equal_contrast")]
     if "synthetic_motion" in results:
         synthetic = results["synthetic_motion"]
         parts += ["### Synthetic head motion, answer known\n",
