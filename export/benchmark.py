@@ -78,6 +78,7 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     import cv2
 
     from live.sinks import VideoFileSink
+    from live.sources import upright_rgb
 
     timings: dict[str, list[float]] = {"decode": [], "encode": []}
     processor.record_timings = True
@@ -91,7 +92,7 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
         while processed < frames:
             clock = time.perf_counter()
             try:
-                frame = next(decoder).to_ndarray(format="rgb24")
+                frame = upright_rgb(next(decoder))
             except StopIteration:
                 break
             if resize:
@@ -140,8 +141,10 @@ def run_soak(processor, video_path, frames: int, json_path=None) -> dict:
     start, every tenth of the way, and at the end. Memory must stay flat."""
     import av
 
+    from live.sources import upright_rgb
+
     with av.open(str(video_path)) as container:
-        clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(300), container.decode(video=0))]
+        clip = [upright_rgb(f) for _, f in zip(range(300), container.decode(video=0))]
     samples = []
     started = time.perf_counter()
     for index in range(frames):

@@ -80,10 +80,12 @@ def run_bench(args, config):
             import av
             import cv2
 
+            from live.sources import upright_rgb
+
             from export.benchmark import run_live_benchmark
 
             with av.open(args.video) as container:
-                clip = [f.to_ndarray(format="rgb24") for _, f in zip(range(300), container.decode(video=0))]
+                clip = [upright_rgb(f) for _, f in zip(range(300), container.decode(video=0))]
             if size:
                 clip = [cv2.resize(frame, size) for frame in clip]
             processor.record_timings = False

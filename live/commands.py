@@ -63,8 +63,9 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
         if getattr(args, "image_sequence", False):
             sink = ImageSequenceSink(out_path)
         else:
+            # No size up front: the sink takes the first frame's, which is the stream's turned upright (sources.py).
             sink = VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
-                                 time_base=source.video.time_base, size=(source.video.width, source.video.height))
+                                 time_base=source.video.time_base)
         with sink:
             counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
     return counts

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 
 from reggan.errors import UserError
 
@@ -76,9 +77,22 @@ class VideoFileSource:
                     continue
                 for frame in frames:
                     seconds = float(frame.pts * time_base) if frame.pts is not None else None
-                    yield ("video", frame.to_ndarray(format="rgb24"), seconds, frame.pts)
+                    yield ("video", upright_rgb(frame), seconds, frame.pts)
         except av.error.FFmpegError as error:
             raise SourceError(f"{self.path}: reading stopped at a damaged part of the file ({error})") from error
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded frame turned the way players show it. Phones store portrait video sideways and put the turn in the
+    container's display matrix (``rotation``: degrees counter-clockwise); the face detector needs the face upright,
+    and the output, written without that matrix, must play upright too."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded PyAV frame as RGB uint8  # [H, W, 3], the way players show it."""
+    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
 
 
 class WebcamSource:

@@ -358,3 +358,32 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(feat_media, tmp_path)
         result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "happy")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"cannot write {out}" in result.stderr
+
+
+def test_a_phone_video_stored_sideways_is_processed_and_written_upright(astronaut, tmp_path):
+    """Phones store portrait video sideways with a display rotation; the face must be found upright and the output
+    (which has no rotation of its own) must play upright."""
+    import av
+
+    portrait = np.ascontiguousarray(astronaut[:, 64:448])  # 512 x 384, the face upright
+    sideways = np.ascontiguousarray(np.rot90(portrait, k=-1))  # what the phone stores
+    clip = tmp_path / "phone.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = sideways.shape[1], sideways.shape[0], "yuv420p"
+        stream.set_display_rotation(90)  # players turn it a quarter counter-clockwise: upright
+        for index in range(6):
+            frame = av.VideoFrame.from_ndarray(sideways, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "out.mp4"
+    result = reggan("video", str(clip), "-o", str(out), "--expression", "surprised")
+    assert result.returncode == 0, result.stderr
+    frames = decode(out)
+    assert len(frames) == 6 and frames[-1].shape == portrait.shape
+    change = np.abs(frames[-1].astype(int) - portrait.astype(int)).mean(axis=2)
+    # The face (eyes to chin at x 115-210, y 85-180 once cropped) changed: it was found the right way up.
+    assert change[85:180, 115:210].mean() > 3 * change[300:].mean()

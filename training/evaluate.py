@@ -199,12 +199,13 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
     edits whose answer is known, on the face masks of the first method."""
     import av
 
+    from live.sources import upright_rgb
     from training.temporal import FlickerMeter, noisy_edit, stable_contrast_edit
 
     results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # method -> clip -> FlickerMeter.scores
     for clip in clips:
         with av.open(str(clip)) as container:
-            frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(max_frames), container.decode(video=0))]
+            frames = [upright_rgb(f) for _, f in zip(range(max_frames), container.decode(video=0))]
             rate = float(container.streams.video[0].average_rate or 30)
         meter = FlickerMeter(frames)
         reference_masks = None
