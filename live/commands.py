@@ -17,9 +17,12 @@ def run_animate(args, config):
     from live.animate import animate_still
     from live.program import ExpressionProgram, parse_program
     from live.sinks import VideoFileSink
-    from reggan.images import read_rgb
+    from reggan.images import flatten, read_rgb_alpha
 
-    image = read_rgb(args.image)
+    image, alpha = read_rgb_alpha(args.image)
+    if alpha is not None:
+        print("note: the image is partly transparent; video has no transparency, so it shows white there")
+        image = flatten(image, alpha)
     program = ExpressionProgram(parse_program(args.program), args.ramp, clamped_intensity(config, args))
     editor = make_editor(config, args)
     with VideoFileSink(args.out, args.fps, args.codec) as sink:

@@ -231,17 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_edit(args, config):
-    from reggan.images import read_rgb, write_rgb
+    from reggan.images import flatten, read_rgb_alpha, write_rgb
 
-    image = read_rgb(args.photo)
+    image, alpha = read_rgb_alpha(args.photo)  # a cut-out avatar keeps its transparency
     editor = make_editor(config, args)
     intensity = clamped_intensity(config, args)
     if args.expression == "all":
+        image, alpha = flatten(image, alpha), None  # a strip of cut-outs is easier to read on white
         result = editor.strip(image, intensity)
     else:
         editor.label_of(args.expression)  # fail on a bad name before the slow part
         result = editor.edit(image, args.expression, intensity)
-    write_rgb(args.out, result)
+    write_rgb(args.out, result, alpha=alpha)
     print(f"wrote {args.out}")
 
 

@@ -92,3 +92,49 @@ def test_animate_writes_a_playable_video_of_the_programmed_length(astronaut_png,
     assert len(frames) == 8
     assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.1  # the face changed over time
     assert not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.fixture(scope="module")
+def cutout_avatar(astronaut, tmp_path_factory):
+    """The astronaut cut out of her background: an ellipse around head and shoulders is opaque, the rest
+    transparent and stored black, as avatar tools often leave it."""
+    import cv2
+
+    alpha = np.zeros(astronaut.shape[:2], np.uint8)
+    cv2.ellipse(alpha, (230, 200), (150, 190), 0, 0, 360, 255, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 2)  # a soft edge, as a cut-out has
+    rgb = astronaut * (alpha[..., None] > 0)
+    path = tmp_path_factory.mktemp("avatar") / "avatar.png"
+    cv2.imwrite(str(path), np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), alpha]))
+    return path, rgb, alpha
+
+
+def test_edit_keeps_an_avatars_transparency(cutout_avatar, astronaut_landmarks, tmp_path):
+    import cv2
+
+    path, rgb, alpha = cutout_avatar
+    out = tmp_path / "happy.png"
+    result = reggan("edit", str(path), "--expression", "happy", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (*rgb.shape[:2], 4) and np.array_equal(written[..., 3], alpha)
+    low, high = astronaut_landmarks.min(0).astype(int), astronaut_landmarks.max(0).astype(int)
+    face = np.abs(cv2.cvtColor(written[..., :3], cv2.COLOR_BGR2RGB).astype(int) - rgb.astype(int))
+    assert face[low[1] : high[1], low[0] : high[0]].mean() > 2  # the face was found and changed
+    # A JPEG cannot keep transparency: the cut-out is put on white instead of showing what was stored under it.
+    jpeg = tmp_path / "happy.jpg"
+    assert reggan("edit", str(path), "--expression", "happy", "-o", str(jpeg)).returncode == 0
+    assert read_rgb(jpeg)[:40, :40].min() > 240
+
+
+def test_animate_puts_a_transparent_avatar_on_white(cutout_avatar, tmp_path):
+    import av
+
+    path, _, _ = cutout_avatar
+    out = tmp_path / "anim.mp4"
+    result = reggan("animate", str(path), "-o", str(out), "--program", "happy:0.2", "--fps", "10")
+    assert result.returncode == 0, result.stderr
+    assert "transparent" in result.stdout
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert first[:40, :40].mean() > 240 and first[200, 230].mean() < 240  # white around her, not over her
