@@ -6,6 +6,7 @@ reggan/cli.py parses the arguments and hands them here; this module wires source
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from reggan.config import with_overrides
@@ -61,6 +62,9 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
     from live.sinks import ImageSequenceSink, VideoFileSink
     from live.sources import VideoFileSource
 
+    if Path(out_path).resolve() == Path(source_path).resolve():
+        raise UserError(f"{out_path} is the input itself: writing there would replace the original; "
+                        "choose another output name")
     processor = make_processor(config, args, make_controller(config, args), editor)
     with VideoFileSource(source_path) as source:
         if getattr(args, "image_sequence", False):
@@ -85,20 +89,27 @@ def run_video(args, config):
           f"{counts['frames'] / max(seconds, 1e-9):.1f} fps{note})")
 
 
+def batch_outputs(videos: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Where each input of a batch goes: NAME.mp4, or NAME_EXT.mp4 where two inputs share a name (talk.mov and
+    talk.mp4 would otherwise overwrite each other's result)."""
+    stems = Counter(path.stem for path in videos)
+    return {path: out_dir / (f"{path.stem}_{path.suffix[1:]}.mp4" if stems[path.stem] > 1 else f"{path.stem}.mp4")
+            for path in videos}
+
+
 def run_batch(args, config):
-    from live.sources import SourceError, videos_in
+    from live.sources import videos_in
 
     videos = videos_in(args.input_dir)
     if not videos:
         raise UserError(f"no videos in {args.input_dir}")
     editor = make_editor(config, args)  # the model loads once; each file gets fresh tracks and smoothing
     failed = []
-    for path in videos:
-        out = Path(args.out) / (path.stem + ".mp4")
+    for path, out in batch_outputs(videos, Path(args.out)).items():
         try:
             counts = process_video_file(config, args, path, out, editor)
             print(f"ok      {path.name} -> {out} ({counts['frames']} frames)")
-        except (SourceError, ValueError, OSError) as error:
+        except (UserError, ValueError, OSError) as error:
             failed.append(path.name)
             print(f"FAILED  {path.name}: {error}", file=sys.stderr)
     print(f"{len(videos) - len(failed)} of {len(videos)} videos done" + (f"; failed: {', '.join(failed)}" if failed else ""))

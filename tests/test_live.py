@@ -387,3 +387,18 @@ def test_a_phone_video_stored_sideways_is_processed_and_written_upright(astronau
     change = np.abs(frames[-1].astype(int) - portrait.astype(int)).mean(axis=2)
     # The face (eyes to chin at x 115-210, y 85-180 once cropped) changed: it was found the right way up.
     assert change[85:180, 115:210].mean() > 3 * change[300:].mean()
+
+
+def test_batch_never_overwrites_an_input_or_another_result(feat_media, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("talk.mp4", "talk.mov"):
+        (folder / name).write_bytes((feat_media / "single_face.mp4").read_bytes())
+    original = (folder / "talk.mp4").read_bytes()
+    result = reggan("batch", str(folder), "-o", str(tmp_path / "out"), "--expression", "happy")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["talk_mov.mp4", "talk_mp4.mp4"]
+    # An output that is the input itself is refused, and the original stays as it was.
+    result = reggan("video", str(folder / "talk.mp4"), "-o", str(folder / "talk.mp4"), "--expression", "happy")
+    assert result.returncode == 2 and "is the input itself" in result.stderr
+    assert (folder / "talk.mp4").read_bytes() == original
