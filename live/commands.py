@@ -119,13 +119,15 @@ def run_batch(args, config):
 
 def run_live(args, config):
     from live.loop import run_live as loop
-    from live.sinks import NullSink, PreviewWindow, VirtualCameraSink
+    from live.sinks import NullSink, PreviewWindow, VirtualCameraSink, preview_unavailable
     from live.sources import WebcamSource
 
-    controller = make_controller(config, args)
-    processor = make_processor(config, args, controller)
     if not (args.virtual_cam or args.preview):
         raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
+    if args.preview and preview_unavailable():
+        raise UserError(preview_unavailable())
+    controller = make_controller(config, args)
+    processor = make_processor(config, args, controller)
     preview = PreviewWindow(controller, processor.synthesize.backend.expressions,
                             config["edit"]["max_intensity"]) if args.preview else None
     with WebcamSource(args.camera, args.width, args.height, args.fps) as camera:

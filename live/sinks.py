@@ -8,6 +8,8 @@ written so far, and never a half-written file under the final name.
 
 from __future__ import annotations
 
+import os
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -211,6 +213,17 @@ class NullSink:
 
     def write(self, frame, pts=None):
         pass
+
+
+def preview_unavailable() -> str | None:
+    """Why an OpenCV window cannot open here, or None. On Linux, OpenCV's Qt build aborts the whole process (no
+    exception to catch) when it finds no X display, taking the virtual camera down with it: so this is asked
+    before anything starts."""
+    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    return ("--preview needs a desktop session, and this one has no display (DISPLAY is not set: over SSH, for "
+            "example). Leave out --preview and watch the --virtual-cam output in the call, or run in a desktop "
+            "session (`ssh -X` forwards one)")
 
 
 class PreviewWindow:

@@ -263,9 +263,20 @@ def test_missing_virtual_camera_device_says_what_to_install(monkeypatch):
 
 
 def test_missing_camera_is_a_clear_error():
-    result = reggan("live", "--camera", "/dev/video99", "--expression", "happy", "--preview")
+    result = reggan("live", "--camera", "/dev/video99", "--expression", "happy", "--virtual-cam")
     assert result.returncode == 2
     assert "could not be opened" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_preview_without_a_display_is_a_clear_error_not_an_abort(monkeypatch):
+    """OpenCV's Qt window aborts the process (exit 134, no message of ours) when there is no X display."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("only Linux runs without a display server")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    result = reggan("live", "--camera", "0", "--expression", "happy", "--preview")
+    assert result.returncode == 2, result.stderr
+    assert "needs a desktop session" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_video_onnxruntime_backend_matches_torch(feat_media, tmp_path):
