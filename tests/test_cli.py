@@ -138,3 +138,16 @@ def test_animate_puts_a_transparent_avatar_on_white(cutout_avatar, tmp_path):
     with av.open(str(out)) as container:
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert first[:40, :40].mean() > 240 and first[200, 230].mean() < 240  # white around her, not over her
+
+
+def test_a_black_and_white_photo_stays_black_and_white(astronaut, tmp_path):
+    import cv2
+
+    grey = cv2.cvtColor(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    photo, out = tmp_path / "grey.jpg", tmp_path / "grey_happy.png"
+    write_rgb(photo, grey)  # a JPEG, so its grey carries a little chroma noise, as scanned photos do
+    result = reggan("edit", str(photo), "--expression", "disgusted", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    edited = read_rgb(out).astype(int)
+    assert np.abs(edited - read_rgb(photo)).max() > 20  # the face changed ...
+    assert (edited.max(axis=2) - edited.min(axis=2)).max() <= 3  # ... without a tint (disgusted painted one)
