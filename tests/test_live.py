@@ -145,6 +145,20 @@ def test_video_with_audio_keeps_frames_duration_and_audio(feat_media, tmp_path):
     assert face.mean() > 3 * border.mean() and border.mean() < 3  # the face changed; the edges only re-encoded
 
 
+def test_webm_output_re_encodes_audio_it_cannot_carry(feat_media, tmp_path):
+    """WebM takes only Opus or Vorbis sound: the clip's MP3 is re-encoded as Opus instead of dropped."""
+    source = feat_media / "single_face.mp4"
+    out = tmp_path / "happy.webm"
+    result = reggan("video", str(source), "-o", str(out), "--expression", "happy", "--codec", "vp9")
+    assert result.returncode == 0, result.stderr
+    assert "re-encoding it as libopus" in result.stdout
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.name == "opus"
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    assert abs(samples / 48000 - stream_seconds(source, "audio")) < 0.05
+    assert len(decode(out)) == len(decode(source))
+
+
 def test_clip_without_a_face_passes_through(feat_media, tmp_path):
     out = tmp_path / "noface.mp4"
     result = reggan("video", str(feat_media / "no_face.mp4"), "-o", str(out), "--expression", "happy")
