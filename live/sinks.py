@@ -177,6 +177,20 @@ def virtual_camera_help() -> str:
     )
 
 
+def fit_on_black(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The frame scaled to fit ``width`` x ``height`` with its proportions kept, centred on black bars."""
+    import cv2
+
+    rows, cols = frame.shape[:2]
+    scale = min(width / cols, height / rows)
+    size = (min(width, round(cols * scale)), min(height, round(rows * scale)))
+    resized = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    canvas[top : top + size[1], left : left + size[0]] = resized
+    return canvas
+
+
 class VirtualCameraSink:
     """Frames to a virtual webcam through pyvirtualcam (v4l2loopback on Linux, OBS on Windows and macOS)."""
 
@@ -200,9 +214,8 @@ class VirtualCameraSink:
 
     def write(self, frame: np.ndarray, pts=None) -> None:
         if frame.shape[:2] != (self.height, self.width):
-            import cv2
-
-            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            # A camera that fell back to another size (or shape: 4:3 into the 16:9 device) would be stretched.
+            frame = fit_on_black(frame, self.width, self.height)
         self.camera.send(np.ascontiguousarray(frame))
         self.camera.sleep_until_next_frame()
 

@@ -259,6 +259,25 @@ def test_virtual_camera_sink_sends_frames_through_the_backend_registry(astronaut
     assert RecordingCamera.frames[0].size == 640 * 480 * 3
 
 
+def test_virtual_camera_keeps_the_proportions_of_a_camera_of_another_shape(astronaut):
+    """A 4:3 camera into the default 16:9 device: black bars at the sides, the face not stretched."""
+    import cv2
+    import pyvirtualcam
+
+    from live.sinks import VirtualCameraSink
+
+    pyvirtualcam.register_backend("recording", RecordingCamera)
+    four_by_three = cv2.resize(astronaut, (640, 480))
+    with VirtualCameraSink(1280, 720, 30, backend="recording") as sink:
+        sink.write(four_by_three)
+    sent = RecordingCamera.frames[0]
+    assert sent.size == 720 * 1280 * 3
+    sent = sent.reshape(720, 1280, 3)  # the backend gets the RGB bytes of one frame
+    assert sent[:, :160].max() == 0 and sent[:, -160:].max() == 0  # the bars
+    expected = cv2.resize(four_by_three, (960, 720), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(sent[:, 160:-160].astype(int) - expected).max() <= 1
+
+
 def test_missing_virtual_camera_device_says_what_to_install(monkeypatch):
     import pyvirtualcam.camera
 
