@@ -14,9 +14,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from reggan.errors import UserError
-import numpy as np
 
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 # libvpx's defaults took 78 ms a frame at 640x360 on the 2-core CPU (the whole loop then ran at 7 fps), and CRF
@@ -80,7 +80,7 @@ class VideoFileSink:
             return
         except (ValueError, av.error.FFmpegError):
             pass
-        source_name = self.audio_from.codec_context.name
+        source_name = self.audio_from.codec_context.codec.long_name  # "MP3 (MPEG audio layer 3)", not "mp3float"
         codec = REENCODED_AUDIO.get(self.path.suffix.lower(), "aac")
         try:
             # Opus runs at 48 kHz only; the encoder resamples what it is given (PyAV does it inside encode()).
