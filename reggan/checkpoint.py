@@ -20,9 +20,6 @@ from reggan.networks import Synthesizer
 
 
 OPTIONAL_TENSORS = ("warp.field", "familiarity.mean", "familiarity.spread")
-# Stored in FP32 whatever the weights' dtype: the warp's field is geometry, and FP16's rounding of it (up to 0.004 px)
-# flips which pixel the fine detail is read from at a few pixels (reggan/warp.py). 1.8 MB more.
-FP32_TENSORS = ("warp.field",)
 
 
 class CheckpointError(ValueError):
@@ -48,8 +45,7 @@ def save_synthesizer(path: str | Path, synthesizer: Synthesizer, dtype: torch.dt
     """Write weights (stored as ``dtype``) and metadata; atomic, so an interrupted save keeps the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: value.detach().to("cpu", torch.float32 if name in FP32_TENSORS else dtype).contiguous()
-               for name, value in synthesizer.state_dict().items()}
+    tensors = {name: value.detach().to("cpu", dtype).contiguous() for name, value in synthesizer.state_dict().items()}
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata={"reggan": json.dumps(describe(synthesizer, **extra))})
     partial.replace(path)
