@@ -20,12 +20,6 @@ from torch import nn
 # every warped face (measured on validation faces warped to each expression: Laplacian variance in the face 109
 # bilinear, 178 bicubic, 219 unwarped; NIQE 12.3 / 10.4 / 7.6). ONNX GridSample and TensorRT both have it.
 SAMPLING = "bicubic"
-# Bicubic still attenuates the finest detail wherever it reads between pixels, and the fields move nearly every face
-# pixel by a fraction of one. So only the face blurred by this sigma (px) is sampled bicubic; the detail above it
-# (pores, freckles, fine hair) is carried with the nearest pixel, which keeps it whole and misplaces it by at most
-# half a pixel. Validation faces warped to each expression: NIQE 10.5 -> 7.8 (unwarped 7.9), Laplacian variance
-# 171 -> 212 (unwarped 204).
-DETAIL_SIGMA = 1.0
 
 
 class ExpressionWarp(nn.Module):
@@ -43,28 +37,6 @@ class ExpressionWarp(nn.Module):
         centres = (torch.arange(resolution, dtype=torch.float32) * 2 + 1) / resolution - 1
         grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("identity_grid", torch.stack([grid_x, grid_y], dim=-1)[None], persistent=False)
-        radius = int(3 * DETAIL_SIGMA + 0.5)
-        taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * DETAIL_SIGMA**2))
-        self.register_buffer("blur_taps", taps / taps.sum(), persistent=False)  # separable Gaussian  # [2r+1]
-
-    def _apply(self, fn, recurse=True):
-        """Device moves apply, precision changes do not: the field and the pixel grid are geometry, and in FP16 they
-        would be off by up to 0.06 px at the crop edge, which flips which pixel the detail is read from (a whole
-        pixel's difference, up to 11 grey levels in a test) — so a half-precision model keeps them in FP32."""
-        geometry = {name: getattr(self, name) for name in ("field", "identity_grid", "blur_taps")}
-        super()._apply(fn, recurse)
-        for name, tensor in geometry.items():
-            setattr(self, name, tensor.to(getattr(self, name).device))
-        return self
-
-    def low_pass(self, images: torch.Tensor) -> torch.Tensor:
-        """images  # [B, C, R, R] float32 blurred by DETAIL_SIGMA (separable, edges replicated)."""
-        radius, size = self.blur_taps.shape[0] // 2, self.resolution
-        taps = self.blur_taps.float()
-        # Every channel as its own one-channel image: the kernels then have a fixed shape (ONNX needs that).
-        planes = F.pad(images.reshape(-1, 1, size, size), (radius, radius, radius, radius), mode="replicate")
-        blurred = F.conv2d(F.conv2d(planes, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
-        return blurred.reshape(images.shape)
 
     def forward(self, faces: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         """faces  # [B, C, R, R]; expression  # [B] int64; strength  # [B] -> warped faces  # [B, C, R, R]."""
@@ -73,8 +45,5 @@ class ExpressionWarp(nn.Module):
         scale = strength.float() * (2.0 / self.resolution)  # pixels -> normalised grid units
         displacement = self.field[expression].float() * scale[:, None, None, None]
         grid = self.identity_grid.float() + displacement.permute(0, 2, 3, 1)
-        faces32 = faces.float()
-        low = self.low_pass(faces32)
-        warped = (F.grid_sample(low, grid, mode=SAMPLING, padding_mode="border", align_corners=False)
-                  + F.grid_sample(faces32 - low, grid, mode="nearest", padding_mode="border", align_corners=False))
+        warped = F.grid_sample(faces.float(), grid, mode=SAMPLING, padding_mode="border", align_corners=False)
         return warped.to(faces.dtype)

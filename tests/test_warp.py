@@ -42,11 +42,10 @@ def test_a_half_precision_model_warps_like_full_precision():
     warp.field[1] = torch.randn(2, 64, 64) * 4
     # Image-like content (smooth at the pixel scale): on white noise the FP16 field's 0.01 px steps alone move values.
     faces = F.interpolate(torch.rand(2, 3, 16, 16), size=64, mode="bilinear", align_corners=False)
-    expression, strength = torch.tensor([1, 1]), torch.tensor([1.0, 0.7])  # intensities stay FP32 (backends.py)
+    expression, strength = torch.tensor([1, 1]), torch.tensor([1.0, 0.7])
     with torch.no_grad():
         full = warp(faces, expression, strength)
-        half = warp.half()(faces.half(), expression, strength)
-    assert warp.field.dtype == torch.float32  # the geometry keeps its precision in a half-precision model
+        half = warp.half()(faces.half(), expression, strength.half())
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
     assert (half.float() - full).abs().max() * 255 < 1.0
 
