@@ -13,19 +13,15 @@ from pathlib import Path
 from reggan.tensorrt_runtime import PROFILE_BATCHES, current_key, require_tensorrt
 
 
-WARP_SCOPE = "/warp/"  # ONNX node names of the expression warp's layers (torch.onnx names nodes by module path)
-
-
 def pin_reductions_to_fp32(network, tensorrt) -> int:
-    """Keep every reduction / normalisation / softmax layer (and its output) in FP32, and the whole expression warp
-    too: its coordinates are pixel positions, and the face's fine detail is read from the nearest pixel, which an
-    FP16 coordinate can flip. Returns how many layers were pinned."""
+    """Keep every reduction / normalisation / softmax layer (and its output) in FP32, and the expression warp's
+    sampling too (its coordinates are pixel positions); returns how many layers were pinned."""
     kinds = tensorrt.LayerType
     sensitive = {kinds.REDUCE, kinds.NORMALIZATION, kinds.SOFTMAX, kinds.GRID_SAMPLE}
     pinned = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if layer.type in sensitive or layer.name.startswith(WARP_SCOPE):
+        if layer.type in sensitive:
             layer.precision = tensorrt.float32
             for output in range(layer.num_outputs):
                 layer.set_output_type(output, tensorrt.float32)

@@ -119,8 +119,7 @@ class TorchBackend:
             out = self.run(
                 torch.from_numpy(faces).to(self.device, self.dtype),
                 torch.from_numpy(expression).to(self.device),
-                # The intensity stays FP32: it scales the warp's coordinates (reggan/warp.py).
-                torch.from_numpy(intensity).to(self.device, torch.float32),
+                torch.from_numpy(intensity).to(self.device, self.dtype),
             )
         return out.float().cpu().numpy()
 

@@ -171,14 +171,13 @@ class Synthesizer(nn.Module):
             return self.coarse_only(face, expression, intensity)
         strength = self.strength(expression, intensity)
         warped, coarse, gate = self.intermediate(face, expression, strength)
-        return self.compose(warped, self.refiner(warped, coarse, expression), strength, gate,
-                            base=self.warp.keep_detail(face, expression, strength))
+        return self.compose(warped, self.refiner(warped, coarse, expression), strength, gate)
 
     def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
         """The regression-only ablation (the intermediate representation), same blending as ``forward``."""
         strength = self.strength(expression, intensity)
         warped, coarse, gate = self.intermediate(face, expression, strength)
-        return self.compose(warped, coarse, strength, gate, base=self.warp.keep_detail(face, expression, strength))
+        return self.compose(warped, coarse, strength, gate)
 
     @staticmethod
     def strength(expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
@@ -196,11 +195,9 @@ class Synthesizer(nn.Module):
         return warped, coarse, gate
 
     def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor,
-                gate: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-        """Warped face + intensity x the appearance the network added to it, inside the face mask where the input is
-        familiar (gate  # [B, 1, R, R]), clamped to [0, 1]. ``base``: the face the change is added to (the warp
-        that keeps the fine detail; default the networks' own input, as in training)."""
+                gate: torch.Tensor) -> torch.Tensor:
+        """Warped face + intensity x the appearance the network added, inside the face mask where the input is
+        familiar (gate  # [B, 1, R, R]), clamped to [0, 1]."""
         weight = (strength.to(warped.dtype)[:, None, None, None] * self.edit_mask.to(warped.dtype)
                   * gate.to(warped.dtype))
-        base = warped if base is None else base.to(warped.dtype)
-        return torch.clamp(base + weight * (expressive - warped), 0.0, 1.0)
+        return torch.clamp(warped + weight * (expressive - warped), 0.0, 1.0)
