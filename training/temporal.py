@@ -33,22 +33,27 @@ def structure(frame: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)) / 8
 
 
-def residual_and_structure(frames: list[np.ndarray], flows: list[np.ndarray],
-                           masks: list[np.ndarray]) -> tuple[float, float]:
-    """Mean flow-compensated residual inside the masks, and the mean structure there (frame means, averaged)."""
-    residuals, structures = [], []
-    for previous, current, flow, mask in zip(frames, frames[1:], flows, masks[1:]):
-        if mask.sum() == 0:
-            continue
+def frame_changes(frames: list[np.ndarray], flows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per consecutive pair: the flow-compensated residual and the current frame's structure  # [H, W] each."""
+    changes = []
+    for previous, current, flow in zip(frames, frames[1:], flows):
         warped = warp_with_flow(previous.astype(np.float32), flow)
-        residuals.append(np.abs(current.astype(np.float32) - warped).mean(axis=2)[mask].mean())
-        structures.append(structure(current)[mask].mean())
-    return (float(np.mean(residuals)), float(np.mean(structures))) if residuals else (0.0, 0.0)
+        changes.append((np.abs(current.astype(np.float32) - warped).mean(axis=2), structure(current)))
+    return changes
+
+
+def residual_and_structure(changes: list[tuple[np.ndarray, np.ndarray]],
+                           masks: list[np.ndarray]) -> tuple[float, float]:
+    """Mean residual inside the masks, and the mean structure there (frame means, averaged)."""
+    inside = [(residual[mask].mean(), structure_[mask].mean()) for (residual, structure_), mask
+              in zip(changes, masks[1:]) if mask.sum() > 0]
+    return (float(np.mean([r for r, _ in inside])), float(np.mean([s for _, s in inside]))) if inside else (0.0, 0.0)
 
 
 class FlickerMeter:
-    """The flicker ratio against one input clip. The input's optical flow (the expensive part) is measured once
-    here, so every method and reference edit scored on the same clip reuses it."""
+    """The flicker ratio against one input clip. The input's optical flow and its own residual and structure (the
+    expensive part) are measured once here, so every method and reference edit scored on the same clip reuses
+    them; only the face masks differ between methods."""
 
     def __init__(self, inputs: list[np.ndarray]):
         """inputs: RGB uint8 frames."""
@@ -57,12 +62,13 @@ class FlickerMeter:
         # Flow from frame t to t-1, so that previous frames can be pulled onto the current one.
         self.flows = [cv2.calcOpticalFlowFarneback(current, previous, None, 0.5, 3, 15, 3, 5, 1.2, 0)
                       for previous, current in zip(greys, greys[1:])]
+        self.source_changes = frame_changes(inputs, self.flows)
 
     def scores(self, outputs: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
         """outputs: RGB uint8 frames; masks: bool [H, W] face regions per frame. Returns output/input flicker, as
         measured ("flicker") and at equal contrast ("flicker_equal_contrast")."""
-        source, source_structure = residual_and_structure(self.inputs, self.flows, masks)
-        result, result_structure = residual_and_structure(outputs, self.flows, masks)
+        source, source_structure = residual_and_structure(self.source_changes, masks)
+        result, result_structure = residual_and_structure(frame_changes(outputs, self.flows), masks)
         if source <= 0:
             return {"flicker": 1.0, "flicker_equal_contrast": 1.0}
         raw = result / source
