@@ -22,24 +22,28 @@ def _read_bytes(path: Path) -> np.ndarray:
     return np.fromfile(str(path), dtype=np.uint8)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8  # [H, W, 3] (turned by its EXIF orientation; transparency dropped)."""
-    path = Path(path)
-    data = _read_bytes(path)
+def _decode_rgb(data: np.ndarray, path: Path) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ImageReadError(f"cannot decode {path}: not an image, or the file is corrupt or truncated")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8  # [H, W, 3] (turned by its EXIF orientation; transparency dropped)."""
+    path = Path(path)
+    return _decode_rgb(_read_bytes(path), path)
+
+
 def read_rgb_alpha(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An image as RGB uint8  # [H, W, 3] and, when it has transparency (an avatar cut out of its background),
     its alpha uint8  # [H, W]; None for an opaque image."""
     path = Path(path)
-    rgb = read_rgb(path)
+    data = _read_bytes(path)  # read once, decoded twice: the colour decode applies EXIF orientation, this one not
+    rgb = _decode_rgb(data, path)
     if path.suffix.lower() not in ALPHA_SUFFIXES:
         return rgb, None
-    full = cv2.imdecode(_read_bytes(path), cv2.IMREAD_UNCHANGED)
+    full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if full is None or full.ndim != 3 or full.shape[2] != 4 or full.shape[:2] != rgb.shape[:2]:
         return rgb, None
     alpha = full[..., 3]
