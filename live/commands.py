@@ -124,8 +124,8 @@ def run_live(args, config):
 
     if not (args.virtual_cam or args.preview):
         raise UserError("nothing to show the result on: add --virtual-cam and/or --preview")
-    if args.preview and preview_unavailable():
-        raise UserError(preview_unavailable())
+    if args.preview and (problem := preview_unavailable()):
+        raise UserError(problem)
     controller = make_controller(config, args)
     processor = make_processor(config, args, controller)
     preview = PreviewWindow(controller, processor.synthesize.backend.expressions,

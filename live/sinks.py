@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,12 +61,18 @@ class VideoFileSink:
         self.reencode_audio = False  # True when the container needs the audio in another codec (_add_audio)
         self.frames_written = 0
 
-    def __enter__(self) -> "VideoFileSink":
+    @contextmanager
+    def _writing(self):
+        """File-system and FFmpeg failures (an unwritable path, a full disk) as one clear SinkError."""
         try:
+            yield
+        except (OSError, av.error.FFmpegError) as error:
+            raise cannot_write(self.path, error, self.frames_written) from error
+
+    def __enter__(self) -> "VideoFileSink":
+        with self._writing():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.partial), mode="w")
-        except (OSError, av.error.FFmpegError) as error:
-            raise cannot_write(self.path, error) from error
         if self.audio_from is not None:
             self._add_audio()
         if self.size is not None:
@@ -114,11 +121,9 @@ class VideoFileSink:
         frame = frame[: self.video.height, : self.video.width]
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.frames_written if pts is None else pts
-        try:  # PyAV opens the file lazily, so an unwritable path shows up here too, as does a full disk
+        with self._writing():  # PyAV opens the file lazily, so an unwritable path shows up here too
             for packet in self.video.encode(video_frame):
                 self.container.mux(packet)
-        except (OSError, av.error.FFmpegError) as error:
-            raise cannot_write(self.path, error, self.frames_written) from error
         self.frames_written += 1
 
     def write_audio_packet(self, packet) -> None:
@@ -131,14 +136,12 @@ class VideoFileSink:
             self._mux_audio(packet)
 
     def _mux_audio(self, packet) -> None:
-        try:
+        with self._writing():
             if self.reencode_audio:
                 self._reencode_audio(packet)
                 return
             packet.stream = self.audio
             self.container.mux(packet)
-        except (OSError, av.error.FFmpegError) as error:
-            raise cannot_write(self.path, error, self.frames_written) from error
 
     def _reencode_audio(self, packet) -> None:
         try:
