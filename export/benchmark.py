@@ -139,12 +139,9 @@ def resident_megabytes() -> float:
 def run_soak(processor, video_path, frames: int, json_path=None) -> dict:
     """Hours-of-running check: loop a clip through the frame processor for ``frames`` frames and report RSS at the
     start, every tenth of the way, and at the end. Memory must stay flat."""
-    import av
+    from live.sources import read_clip
 
-    from live.sources import upright_rgb
-
-    with av.open(str(video_path)) as container:
-        clip = [upright_rgb(f) for _, f in zip(range(300), container.decode(video=0))]
+    clip, _ = read_clip(video_path, 300)
     samples = []
     started = time.perf_counter()
     for index in range(frames):

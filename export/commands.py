@@ -77,15 +77,12 @@ def run_bench(args, config):
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
         if args.live:
-            import av
             import cv2
 
-            from live.sources import upright_rgb
-
             from export.benchmark import run_live_benchmark
+            from live.sources import read_clip
 
-            with av.open(args.video) as container:
-                clip = [upright_rgb(f) for _, f in zip(range(300), container.decode(video=0))]
+            clip, _ = read_clip(args.video, 300)
             if size:
                 clip = [cv2.resize(frame, size) for frame in clip]
             processor.record_timings = False

@@ -95,6 +95,14 @@ def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
     return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
 
 
+def read_clip(path: str | Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    """The first ``max_frames`` frames of a video file, upright RGB uint8, and its frame rate: the short clips that
+    benchmarks and the evaluation hold in memory."""
+    with av.open(str(path)) as container:
+        frames = [upright_rgb(frame) for _, frame in zip(range(max_frames), container.decode(video=0))]
+        return frames, float(container.streams.video[0].average_rate or 30)
+
+
 class WebcamSource:
     """A camera by index or device path via OpenCV; asks for MJPG at a size and rate, then measures what it gets."""
 

@@ -197,16 +197,12 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
                      max_frames: int = 120) -> dict:
     """Flicker ratio (output / input, face region) of each method's backend on each clip, and of two reference
     edits whose answer is known, on the face masks of the first method."""
-    import av
-
-    from live.sources import upright_rgb
+    from live.sources import read_clip
     from training.temporal import FlickerMeter, noisy_edit, stable_contrast_edit
 
     results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # method -> clip -> FlickerMeter.scores
     for clip in clips:
-        with av.open(str(clip)) as container:
-            frames = [upright_rgb(f) for _, f in zip(range(max_frames), container.decode(video=0))]
-            rate = float(container.streams.video[0].average_rate or 30)
+        frames, rate = read_clip(clip, max_frames)
         meter = FlickerMeter(frames)
         reference_masks = None
         for name, backend in backends.items():
