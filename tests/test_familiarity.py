@@ -79,3 +79,15 @@ def test_checkpoints_from_before_the_gate_load_with_it_open(tmp_path):
     save_file(old, str(tmp_path / "old.safetensors"), metadata={"reggan": json.dumps(metadata)})
     loaded = load_synthesizer(tmp_path / "old.safetensors")
     assert torch.equal(loaded.familiarity(torch.rand(1, 3, SIZE, SIZE)), torch.ones(1, 1, SIZE, SIZE))
+
+
+def test_a_refiner_trained_on_a_stage1_checkpoint_keeps_its_gate():
+    """`reggan train refine` builds its model on the stage-1 checkpoint: the gate's statistics must come along, or the
+    refiner trains for (and the saved model delivers) a gate open everywhere."""
+    from training.train_refiner import on_stage1
+
+    stage1 = Synthesizer(["happy"], SIZE, kernel=3, width=8)
+    stage1.familiarity.fit(training_faces())
+    refined = on_stage1(stage1, decoder="resize")
+    assert torch.equal(refined.familiarity.mean, stage1.familiarity.mean)
+    assert torch.equal(refined.familiarity.spread, stage1.familiarity.spread)

@@ -66,11 +66,13 @@ class PairBank:
 
 
 def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize") -> Synthesizer:
-    """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp and regression layer."""
+    """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp, regression layer and
+    familiarity gate (the gate decides where the refiner's change may go, so training without it would train for a
+    different composition than the saved model delivers, and the saved model would have it open everywhere)."""
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
                               generator=generator, decoder=decoder)
-    synthesizer.warp.load_state_dict(stage1.warp.state_dict())
-    synthesizer.regression.load_state_dict(stage1.regression.state_dict())
+    for stage in ("warp", "regression", "familiarity"):
+        getattr(synthesizer, stage).load_state_dict(getattr(stage1, stage).state_dict())
     return synthesizer
 
 
