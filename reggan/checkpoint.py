@@ -36,6 +36,7 @@ def describe(synthesizer: Synthesizer, **extra) -> dict:
         "width": synthesizer.width,
         "decoder": synthesizer.decoder,
         "generator": synthesizer.generator,
+        "change_chroma": synthesizer.change_chroma,
         "template": np.round(load_template(), 5).tolist(),
         **extra,
     }
@@ -73,7 +74,7 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     metadata = read_metadata(path)
     synthesizer = Synthesizer(
         metadata["expressions"], metadata["resolution"], metadata["kernel"], metadata["width"],
-        metadata.get("generator", "refiner"), metadata.get("decoder", "transpose"),
+        metadata.get("generator", "refiner"), metadata.get("decoder", "transpose"), metadata.get("change_chroma", 1.0),
     )
     try:
         tensors = load_file(str(path))

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prepared", help="prepared data folder")
     train.add_argument("--kernel", type=int, help="regression receptive field k")
     train.add_argument("--ridge-lambda", type=float, help="ridge penalty lambda (pulls the weights towards the identity map)")
+    train.add_argument("--robust-rounds", type=int,
+                       help="robust refits of the regression layer (0: plain least squares; see [regression])")
     train.add_argument("--regression", default="cache/regression.safetensors", help="stage-1 checkpoint (in/out)")
     train.add_argument("--out", help="final checkpoint (stage 2; default: config [model].checkpoint)")
     train.add_argument("--work-dir", default="cache/refine", help="resumable state, losses and sample grids")

@@ -134,6 +134,9 @@ class Discriminator(nn.Module):
         return self.real_or_fake(features), self.classify(features).flatten(1)
 
 
+LUMA = torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]  # ITU-R BT.601 weights of R, G, B
+
+
 class Synthesizer(nn.Module):
     """The whole per-face model: warp -> regression layer -> refiner -> intensity blend. This is what is exported.
 
@@ -147,10 +150,13 @@ class Synthesizer(nn.Module):
 
     def __init__(
         self, expressions: list[str], resolution: int, kernel: int = 3, width: int = 32, generator: str = "refiner",
-        decoder: str = "transpose",
+        decoder: str = "transpose", change_chroma: float = 1.0,
     ):
         super().__init__()
         self.expressions = ["neutral", *expressions]
+        # How much of the added appearance's colour (what is left after its luma) is kept; 1: all of it (checkpoints
+        # from before this setting). See ``compose``.
+        self.change_chroma = change_chroma
         self.resolution = resolution
         self.generator = generator
         self.width = width
@@ -197,7 +203,16 @@ class Synthesizer(nn.Module):
     def compose(self, warped: torch.Tensor, expressive: torch.Tensor, strength: torch.Tensor,
                 gate: torch.Tensor) -> torch.Tensor:
         """Warped face + intensity x the appearance the network added, inside the face mask where the input is
-        familiar (gate  # [B, 1, R, R]), clamped to [0, 1]."""
+        familiar (gate  # [B, 1, R, R]), with ``change_chroma`` of its colour, clamped to [0, 1].
+
+        Why the colour is turned down: an expression changes the shading of a face (furrows, cheeks, teeth) and
+        hardly its colour, but the regression layer fits each colour channel on its own from 21 people for most
+        expressions, and where the channels disagree it paints colour the photos never showed: orange and blue
+        streaks on the brows and cheeks of faces filmed in other light (the clips in our evaluation)."""
         weight = (strength.to(warped.dtype)[:, None, None, None] * self.edit_mask.to(warped.dtype)
                   * gate.to(warped.dtype))
-        return torch.clamp(warped + weight * (expressive - warped), 0.0, 1.0)
+        change = expressive - warped
+        if self.change_chroma != 1.0:
+            luma = (change * LUMA.to(change)).sum(1, keepdim=True)  # a grey change of this luma has the same luma
+            change = luma + self.change_chroma * (change - luma)
+        return torch.clamp(warped + weight * change, 0.0, 1.0)

@@ -30,6 +30,38 @@ def test_resize_decoder_has_the_same_shapes_and_survives_a_checkpoint(tmp_path):
         assert torch.equal(loaded(*args), model(*args))
 
 
+def test_change_chroma_turns_the_added_colour_down_and_keeps_its_luma(tmp_path):
+    from reggan.checkpoint import load_synthesizer, save_synthesizer
+    from reggan.networks import LUMA
+
+    torch.manual_seed(0)
+    faces = torch.rand(2, 3, 32, 32) * 0.5 + 0.25
+    expressive = (faces + torch.tensor([0.1, -0.1, 0.05])[None, :, None, None]).clamp(0, 1)  # a coloured change
+    strength, gate = torch.ones(2), torch.ones(2, 1, 32, 32)
+    results = {}
+    for chroma in (1.0, 0.3, 0.0):
+        model = Synthesizer(["happy"], 32, width=8, change_chroma=chroma)
+        model.edit_mask.fill_(1.0)
+        results[chroma] = model.compose(faces, expressive, strength, gate) - faces
+    luma = {chroma: (change * LUMA).sum(1) for chroma, change in results.items()}
+    assert torch.allclose(luma[0.0], luma[1.0], atol=1e-6) and torch.allclose(luma[0.3], luma[1.0], atol=1e-6)
+    spread = {chroma: (change.amax(1) - change.amin(1)).mean() for chroma, change in results.items()}
+    assert spread[0.0] < 1e-6  # a grey change
+    assert abs(spread[0.3] / spread[1.0] - 0.3) < 1e-4
+    # Stored with the model; checkpoints written before the setting keep their colour (1.0).
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from reggan.checkpoint import read_metadata
+
+    path = save_synthesizer(tmp_path / "m.safetensors", Synthesizer(["happy"], 32, width=8, change_chroma=0.3))
+    assert load_synthesizer(path).change_chroma == 0.3
+    older = {key: value for key, value in read_metadata(path).items() if key != "change_chroma"}
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata={"reggan": json.dumps(older)})
+    assert load_synthesizer(tmp_path / "old.safetensors").change_chroma == 1.0
+
+
 def test_neutral_returns_the_input_and_intensity_blends_without_a_warp():
     model = Synthesizer(["happy"], 32, width=8).eval()
     faces = torch.rand(3, 3, 32, 32)

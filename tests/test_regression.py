@@ -120,3 +120,39 @@ def test_train_regression_command_fits_the_warps_then_the_layer(astronaut, astro
     mouth = np.round(target[48:68]).astype(int)
     read_from = model.warp.field[1][:, mouth[:, 1], mouth[:, 0]].numpy()  # backward: each moved point reads 3 px below
     assert np.abs(read_from[0]).mean() < 0.5 and np.abs(read_from[1] - 3.0).mean() < 0.6
+
+
+def test_robust_refits_drop_what_one_persons_photos_alone_show():
+    """A "hair strand" over a few pixels of one person's expressive photos enters the plain fit's mean change; the
+    robust refits leave it out and recover the map the other photos follow."""
+    from training.fit_regression import fit_regression
+
+    kernel, size = 3, 8
+    generator = torch.Generator().manual_seed(5)
+    neutral = torch.rand(40, 3, size, size, generator=generator)
+    target = (neutral + 0.05).clamp(0, 1)  # every pair: the same small brightening
+    target[:4, :, 2:4, 2:6] = 0.0  # one person's 4 photos: a dark strand
+    as_uint8 = lambda images: (images.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    pairs = {"happy": list(zip(as_uint8(neutral), as_uint8(target)))}
+    plain = fit_regression(pairs, ["happy"], size, kernel, ridge_lambda=1.0)
+    robust = fit_regression(pairs, ["happy"], size, kernel, ridge_lambda=1.0, robust_rounds=2)
+    face = torch.full((1, 3, size, size), 0.5)
+    with torch.no_grad():
+        plain_change = plain(face, torch.ones(1, dtype=torch.long)) - face
+        robust_change = robust(face, torch.ones(1, dtype=torch.long)) - face
+    strand = (slice(None), slice(None), slice(2, 4), slice(2, 6))
+    plain_error = (plain_change[strand] - 0.05).abs().mean()
+    robust_error = (robust_change[strand] - 0.05).abs().mean()
+    assert plain_error > 0.03  # the strand's 1/10 share darkens everyone there
+    assert robust_error < plain_error / 4  # (nearly) gone: the common brightening only
+    assert (robust_change - 0.05).abs().max() < 0.015
+
+
+def test_robust_weights_are_one_for_typical_residuals_and_fall_for_outliers():
+    from training.fit_regression import robust_weights
+
+    residual = torch.randn(200, 1, 2, 2, generator=torch.Generator().manual_seed(6)) * 0.02
+    residual[0] = 0.5
+    weights = robust_weights(residual)
+    assert weights[0].max() < 0.1
+    assert (weights[1:] == 1.0).float().mean() > 0.75  # Huber: most samples keep their full say

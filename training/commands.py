@@ -40,17 +40,20 @@ def run_train(args, config):
         from training.fit_regression import distinct_neutrals, fit_regression, load_training_pairs, to_tensor
         from training.fit_warp import fit_warp
 
-        config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda})
+        config = with_overrides(config, "regression", {"kernel": args.kernel, "ridge_lambda": args.ridge_lambda,
+                                                       "robust_rounds": args.robust_rounds})
         model, settings = config["model"], config["regression"]
-        synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"])
+        synthesizer = Synthesizer(model["expressions"], model["resolution"], settings["kernel"],
+                                  change_chroma=settings.get("change_chroma", 1.0))
         synthesizer.warp.field.copy_(fit_warp(prepared, model["expressions"], model["resolution"]))
         pairs = load_training_pairs(prepared, model["expressions"])
         layer = fit_regression(pairs, model["expressions"], model["resolution"], settings["kernel"],
-                               settings["ridge_lambda"], settings["batch"], warp=synthesizer.warp)
+                               settings["ridge_lambda"], settings["batch"], warp=synthesizer.warp,
+                               robust_rounds=settings.get("robust_rounds", 0))
         synthesizer.regression.load_state_dict(layer.state_dict())
         synthesizer.familiarity.fit(to_tensor(distinct_neutrals(pairs)))
         save_synthesizer(regression_path, synthesizer, dtype=torch.float32, stages=["warp", "regression"],
-                         ridge_lambda=settings["ridge_lambda"])
+                         ridge_lambda=settings["ridge_lambda"], robust_rounds=settings.get("robust_rounds", 0))
         print(f"wrote {regression_path}")
         return
     from training.prepare import read_manifest

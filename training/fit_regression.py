@@ -32,14 +32,15 @@ class RidgeAccumulator:
         self.cross = torch.zeros(channels, resolution, resolution, features, dtype=torch.float64)
         self.count = 0
 
-    def add(self, neutral: torch.Tensor, target: torch.Tensor) -> None:
-        """neutral, target  # [N, C, R, R] float in [0, 1]."""
+    def add(self, neutral: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """neutral, target  # [N, C, R, R] float in [0, 1]; weights  # [N, C, R, R]: each sample's say per pixel."""
         patches = pixel_major_patches(neutral, self.kernel)  # [C, R, R, N, K]
         ones = torch.ones(*patches.shape[:-1], 1, dtype=patches.dtype)
         design = torch.cat([patches, ones], dim=-1).double()  # [C, R, R, N, K+1]
         targets = target.permute(1, 2, 3, 0).double()  # [C, R, R, N]
-        self.gram += design.transpose(-1, -2) @ design
-        self.cross += (design.transpose(-1, -2) @ targets.unsqueeze(-1)).squeeze(-1)
+        weighted = design if weights is None else design * weights.permute(1, 2, 3, 0).double().unsqueeze(-1)
+        self.gram += weighted.transpose(-1, -2) @ design
+        self.cross += (weighted.transpose(-1, -2) @ targets.unsqueeze(-1)).squeeze(-1)
         self.count += neutral.shape[0]
 
     def solve(self, ridge_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,11 +70,13 @@ def fit_regression(
     ridge_lambda: float,
     batch: int = 64,
     warp=None,
+    robust_rounds: int = 0,
 ) -> LocalRegression:
     """Fit a LocalRegression from aligned (neutral, target) uint8 crops grouped by expression name.
 
     ``warp`` (an ExpressionWarp): the regression then maps the warped neutral face to the target, as it runs in
-    the Synthesizer.
+    the Synthesizer. ``robust_rounds``: refits that give each (pair, pixel) less say the further it lies from the
+    previous fit (robust_weights), so what one person's photos alone show does not enter the layer.
     """
     layer = LocalRegression(len(expressions), resolution, kernel)
     started = time.perf_counter()
@@ -81,22 +84,41 @@ def fit_regression(
         pairs = pairs_by_expression.get(expression, [])
         if not pairs:
             raise ValueError(f"no training pairs for expression {expression!r}")
-        accumulator = RidgeAccumulator(3, resolution, kernel)
-        for start in tqdm(range(0, len(pairs), batch), desc=f"fit {expression}", unit="batch", leave=False):
-            chunk = pairs[start : start + batch]
-            neutral = to_tensor([n for n, _ in chunk])
-            if warp is not None:
-                with torch.no_grad():
-                    count = neutral.shape[0]
-                    neutral = warp(neutral, torch.full((count,), index), torch.ones(count))
-            accumulator.add(neutral, to_tensor([t for _, t in chunk]))
-        weight, bias = accumulator.solve(ridge_lambda)
-        with torch.no_grad():
-            layer.weight[index] = weight
-            layer.bias[index] = bias
+        neutral, target = to_tensor([n for n, _ in pairs]), to_tensor([t for _, t in pairs])
+        if warp is not None:
+            with torch.no_grad():
+                count = neutral.shape[0]
+                neutral = warp(neutral, torch.full((count,), index), torch.ones(count))
+        weights = None
+        for fit_round in range(robust_rounds + 1):
+            accumulator = RidgeAccumulator(3, resolution, kernel)
+            for start in tqdm(range(0, len(pairs), batch), desc=f"fit {expression} ({fit_round})", unit="batch",
+                              leave=False):
+                chunk = slice(start, start + batch)
+                accumulator.add(neutral[chunk], target[chunk], None if weights is None else weights[chunk])
+            weight, bias = accumulator.solve(ridge_lambda)
+            with torch.no_grad():
+                layer.weight[index] = weight
+                layer.bias[index] = bias
+                if fit_round < robust_rounds:
+                    weights = robust_weights(target - predicted(layer, neutral, index, batch))
         print(f"  {expression}: {accumulator.count} pairs")
     print(f"regression fitted in {time.perf_counter() - started:.1f} s")
     return layer
+
+
+def predicted(layer: LocalRegression, faces: torch.Tensor, expression: int, batch: int) -> torch.Tensor:
+    """The layer's output for every face  # [N, C, R, R] as ``expression``, computed ``batch`` faces at a time."""
+    return torch.cat([layer(chunk, torch.full((len(chunk),), expression)) for chunk in faces.split(batch)])
+
+
+def robust_weights(residual: torch.Tensor, tuning: float = 1.345, floor: float = 2 / 255) -> torch.Tensor:
+    """Huber weights  # [N, C, R, R] from a fit's residuals  # [N, C, R, R]: 1 within ``tuning`` robust standard
+    deviations of the pixel's residuals over all pairs (1.4826 x their median absolute value, at least ``floor``),
+    falling as 1/|residual| beyond. A hair strand, a shadow or a different make-up in one person's expressive
+    photos sits many deviations out at the pixels it covers, so it stops being painted on everyone."""
+    scale = (1.4826 * residual.abs().median(dim=0).values).clamp(min=floor)
+    return (tuning * scale / residual.abs().clamp(min=1e-12)).clamp(max=1.0)
 
 
 def distinct_neutrals(pairs_by_expression: dict[str, list[tuple]]) -> list[np.ndarray]:

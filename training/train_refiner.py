@@ -70,7 +70,7 @@ def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "r
     familiarity gate (the gate decides where the refiner's change may go, so training without it would train for a
     different composition than the saved model delivers, and the saved model would have it open everywhere)."""
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
-                              generator=generator, decoder=decoder)
+                              generator=generator, decoder=decoder, change_chroma=stage1.change_chroma)
     for stage in ("warp", "regression", "familiarity"):
         getattr(synthesizer, stage).load_state_dict(getattr(stage1, stage).state_dict())
     return synthesizer
