@@ -42,12 +42,12 @@ def run_export(args, config):
     print(f"engine: {engine}; checking it against PyTorch FP32:")
     from reggan.onnx_export import example_inputs
 
-    face, expression, intensity = example_inputs(synthesizer, 4)
+    inputs = example_inputs(synthesizer, 4)
     import torch
 
     with torch.no_grad():
-        expected = synthesizer(face, expression, intensity).numpy()
-    got = TensorRTBackend(synthesizer, engine)(face.numpy(), expression.numpy(), intensity.numpy())
+        expected = synthesizer(*inputs).numpy()
+    got = TensorRTBackend(synthesizer, engine)(*(value.numpy() for value in inputs))
     error = float(abs(got - expected).max())
     limit = 2e-2 if args.fp16 else args.tolerance
     print(f"max |TensorRT - torch FP32| = {error:.2e} (limit {limit:.0e})")

@@ -54,8 +54,8 @@ def build_engine(onnx_path: str | Path, engine_dir: str | Path, resolution: int,
         pin_reductions_to_fp32(network, tensorrt)
     profile = builder.create_optimization_profile()
     low, mid, high = PROFILE_BATCHES
-    profile.set_shape("face", (low, 3, resolution, resolution), (mid, 3, resolution, resolution),
-                      (high, 3, resolution, resolution))
+    for name, channels in (("face", 3), ("keep", 1)):
+        profile.set_shape(name, *((batch, channels, resolution, resolution) for batch in (low, mid, high)))
     for name in ("expression", "intensity"):
         profile.set_shape(name, (low,), (mid,), (high,))
     config.add_optimization_profile(profile)

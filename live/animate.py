@@ -16,8 +16,10 @@ WEIGHT_STEP = 1 / 64
 
 def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionProgram, fps: float, sink) -> int:
     """Write ``program.duration * fps`` frames to ``sink``; returns the frame count."""
-    matrices = editor.locate(image)  # the face does not move: find it once
+    faces = editor.locate(image)  # the face does not move: find it once
+    matrices = [face.matrix for face in faces]
     crops = [editor.aligner.crop(image, matrix) for matrix in matrices]
+    keeps = [face.keep for face in faces]
     for name in set(program.expressions) - {"neutral"}:
         editor.label_of(name)  # a clear error before any frame is written
     synthesize = SynthesisStage(editor.backend, editor.max_intensity)
@@ -26,7 +28,7 @@ def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionPro
     for index in tqdm(range(frames), desc="animate", unit="frame"):
         mix = tuple((name, round(weight / WEIGHT_STEP) * WEIGHT_STEP) for name, weight in program.at(index / fps))
         if mix != last_mix:
-            mixed = [crop.round().clip(0, 255).astype(np.uint8) for crop in synthesize(crops, list(mix))]
+            mixed = [crop.round().clip(0, 255).astype(np.uint8) for crop in synthesize(crops, list(mix), keeps)]
             last_mix, last_frame = mix, editor.paste_all(image, crops, mixed, matrices)
         sink.write(last_frame)
     return frames

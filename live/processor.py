@@ -14,6 +14,7 @@ import numpy as np
 
 from reggan.alignment import Aligner
 from reggan.compositing import FeatheredCompositor
+from reggan.editor import place_face
 
 
 class SynthesisStage:
@@ -23,8 +24,10 @@ class SynthesisStage:
         self.backend = backend
         self.max_intensity = max_intensity
 
-    def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]]) -> list[np.ndarray]:
-        """Aligned uint8 crops, [(expression, weight)] -> synthesized float32 crops (0-255)."""
+    def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]],
+                 keeps: list[np.ndarray]) -> list[np.ndarray]:
+        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/open_mouth.py) ->
+        synthesized float32 crops (0-255)."""
         active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
                   if name != "neutral" and w > 0]
         base = [crop.astype(np.float32) for crop in crops]
@@ -34,7 +37,8 @@ class SynthesisStage:
         batch = np.concatenate([faces] * len(active))
         labels = np.repeat([label for label, _ in active], len(crops)).astype(np.int64)
         strength = np.repeat([weight for _, weight in active], len(crops)).astype(np.float32)
-        out = self.backend(batch, labels, strength).transpose(0, 2, 3, 1) * 255
+        keep = np.concatenate([np.stack(keeps)[:, None]] * len(active))
+        out = self.backend(batch, labels, strength, keep).transpose(0, 2, 3, 1) * 255
         result = []
         for index, crop in enumerate(base):
             change = sum(out[k * len(crops) + index] - crop for k in range(len(active)))
@@ -99,10 +103,11 @@ class FrameProcessor:
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
             return frame
-        matrices = [self.aligner.matrix_for(track.landmarks) for track in tracks]
+        faces = [place_face(self.aligner, track.landmarks) for track in tracks]
+        matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
         clock = self._timed("align", clock)
-        synthesized = self.synthesize(crops, self.controller.at(timestamp))
+        synthesized = self.synthesize(crops, self.controller.at(timestamp), [face.keep for face in faces])
         clock = self._timed("synthesize", clock)
         smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh)
                     for track, crop, new in zip(tracks, crops, synthesized)]

@@ -1,7 +1,8 @@
 """Runtime backends for the synthesizer behind one interface, chosen by name.
 
-Every backend takes float32 faces [B, 3, R, R] in [0, 1], int64 expression labels [B] and float32 intensities [B]
-as numpy arrays and returns float32 [B, 3, R, R]. ``auto`` picks the fastest one present and says which.
+Every backend takes float32 faces [B, 3, R, R] in [0, 1], int64 expression labels [B], float32 intensities [B] and
+optionally float32 ``keep`` masks [B, 1, R, R] (where the face is only warped: an open mouth) as numpy arrays and
+returns float32 [B, 3, R, R]. ``auto`` picks the fastest one present and says which.
 
   torch        PyTorch: CUDA with FP16 weights, channels-last memory and CUDA graphs; CPU in FP32, or in bfloat16
                where the CPU has AMX tiles (measured 4x faster at batch 1, max error 0.91/255)
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from reggan.networks import Synthesizer
+from reggan.onnx_export import INPUT_NAMES
 
 
 class BackendUnavailable(RuntimeError):
@@ -63,8 +65,8 @@ class CudaGraphs:
         self.max_graphs = max_graphs
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
-    def _capture(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor):
-        inputs = (face.clone(), expression.clone(), intensity.clone())
+    def _capture(self, *inputs: torch.Tensor):
+        inputs = tuple(value.clone() for value in inputs)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN picks its algorithms here
@@ -76,17 +78,26 @@ class CudaGraphs:
             output = self.model(*inputs)
         return graph, inputs, output
 
-    def __call__(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
-        batch = face.shape[0]
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The model's inputs (face, expression, intensity, keep) -> its output."""
+        batch = inputs[0].shape[0]
         if batch not in self.graphs:
             if len(self.graphs) >= self.max_graphs:
-                return self.model(face, expression, intensity)
-            self.graphs[batch] = self._capture(face, expression, intensity)
-        graph, inputs, output = self.graphs[batch]
-        for buffer, value in zip(inputs, (face, expression, intensity)):
+                return self.model(*inputs)
+            self.graphs[batch] = self._capture(*inputs)
+        graph, buffers, output = self.graphs[batch]
+        for buffer, value in zip(buffers, inputs):
             buffer.copy_(value)
         graph.replay()
         return output.clone()
+
+
+def with_keep(faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray, keep: np.ndarray | None):
+    """The four graph inputs in their dtypes; no ``keep`` is an all-zero one (nothing kept: the model as trained)."""
+    if keep is None:
+        keep = np.zeros((faces.shape[0], 1, *faces.shape[2:]), np.float32)
+    return (faces.astype(np.float32, copy=False), expression.astype(np.int64, copy=False),
+            intensity.astype(np.float32, copy=False), keep.astype(np.float32, copy=False))
 
 
 class TorchBackend:
@@ -113,13 +124,17 @@ class TorchBackend:
         self.run = CudaGraphs(self.model) if device == "cuda" and cuda_graphs else self.model
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
 
-    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-        """faces  # [B, 3, R, R] float32 in [0, 1]; expression  # [B] int64; intensity  # [B] float32."""
+    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
+                 keep: np.ndarray | None = None) -> np.ndarray:
+        """faces  # [B, 3, R, R] float32 in [0, 1]; expression  # [B] int64; intensity  # [B] float32;
+        keep  # [B, 1, R, R] float32 in [0, 1] or None (Synthesizer.forward)."""
+        faces, expression, intensity, keep = with_keep(faces, expression, intensity, keep)
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.run(
                 torch.from_numpy(faces).to(self.device, self.dtype),
                 torch.from_numpy(expression).to(self.device),
                 torch.from_numpy(intensity).to(self.device, self.dtype),
+                torch.from_numpy(keep).to(self.device, self.dtype),
             )
         return out.float().cpu().numpy()
 
@@ -144,10 +159,9 @@ class OnnxRuntimeBackend:
         self.providers = self.session.get_providers()
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
 
-    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-        feeds = {"face": faces.astype(np.float32, copy=False), "expression": expression.astype(np.int64, copy=False),
-                 "intensity": intensity.astype(np.float32, copy=False)}
-        return self.session.run(None, feeds)[0]
+    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
+                 keep: np.ndarray | None = None) -> np.ndarray:
+        return self.session.run(None, dict(zip(INPUT_NAMES, with_keep(faces, expression, intensity, keep))))[0]
 
 
 class TensorRTBackend:
@@ -159,8 +173,9 @@ class TensorRTBackend:
         self.runner = TensorRTEngineRunner(engine_path)
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
 
-    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-        return self.runner(faces, expression, intensity)
+    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
+                 keep: np.ndarray | None = None) -> np.ndarray:
+        return self.runner(*with_keep(faces, expression, intensity, keep))
 
 
 # The modules whose code defines the exported graph (the face mask comes from the alignment template). Every module

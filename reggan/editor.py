@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from reggan.alignment import Aligner
+from dataclasses import dataclass
+
+from reggan.alignment import Aligner, transform_points
 from reggan.compositing import FeatheredCompositor
+from reggan.open_mouth import open_mouth_mask
 from reggan.trackers import find_faces
+
+
+@dataclass
+class PlacedFace:
+    """Where a face sits (image -> crop matrix) and what of its crop the networks must leave as warped  # [R, R]."""
+
+    matrix: np.ndarray
+    keep: np.ndarray
+
+
+def place_face(aligner: Aligner, landmarks: np.ndarray) -> PlacedFace:
+    """A face's matrix and its keep mask (its open mouth) from its 68 landmarks in image coordinates."""
+    matrix = aligner.matrix_for(landmarks)
+    return PlacedFace(matrix, open_mouth_mask(transform_points(landmarks, matrix), aligner.resolution))
 
 
 class NoFaceError(ValueError):
@@ -30,27 +47,29 @@ class PhotoEditor:
             raise ValueError(f"unknown expression {expression!r}; this model knows {', '.join(self.expressions)}")
         return self.expressions.index(expression)
 
-    def locate(self, image: np.ndarray) -> list[np.ndarray]:
-        """Image -> face matrices (image -> crop), largest face first; NoFaceError when there is none."""
+    def locate(self, image: np.ndarray) -> list[PlacedFace]:
+        """Image -> its faces, largest first; NoFaceError when there is none."""
         faces = find_faces(self.tracker, image, self.max_faces)
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face)")
-        return [self.aligner.matrix_for(landmarks) for landmarks in faces]
+        return [place_face(self.aligner, landmarks) for landmarks in faces]
 
-    def synthesize_crops(self, crops: list[np.ndarray], expression: str, intensity: float) -> list[np.ndarray]:
-        """Aligned uint8 crops -> synthesized uint8 crops, all in one batch."""
+    def synthesize_crops(self, crops: list[np.ndarray], keeps: list[np.ndarray], expression: str,
+                         intensity: float) -> list[np.ndarray]:
+        """Aligned uint8 crops and their keep masks -> synthesized uint8 crops, all in one batch."""
         faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
         labels = np.full(len(crops), self.label_of(expression), dtype=np.int64)
         strength = np.full(len(crops), np.clip(intensity, 0.0, self.max_intensity), dtype=np.float32)
-        out = self.backend(faces, labels, strength)
+        out = self.backend(faces, labels, strength, np.stack(keeps)[:, None])
         return list((out.transpose(0, 2, 3, 1) * 255).round().clip(0, 255).astype(np.uint8))
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,
-             matrices: list[np.ndarray] | None = None) -> np.ndarray:
+             faces: list[PlacedFace] | None = None) -> np.ndarray:
         """Every found face of ``image`` given ``expression``; the rest of the image is untouched."""
-        matrices = matrices if matrices is not None else self.locate(image)
-        crops = [self.aligner.crop(image, matrix) for matrix in matrices]
-        return self.paste_all(image, crops, self.synthesize_crops(crops, expression, intensity), matrices)
+        faces = faces if faces is not None else self.locate(image)
+        crops = [self.aligner.crop(image, face.matrix) for face in faces]
+        after = self.synthesize_crops(crops, [face.keep for face in faces], expression, intensity)
+        return self.paste_all(image, crops, after, [face.matrix for face in faces])
 
     def paste_all(self, image: np.ndarray, before: list[np.ndarray], after: list[np.ndarray],
                   matrices: list[np.ndarray]) -> np.ndarray:
@@ -63,9 +82,9 @@ class PhotoEditor:
         """One tile per expression (the input first, as neutral), side by side, each cut around the largest face."""
         import cv2
 
-        matrices = self.locate(image)
-        tiles = [image] + [self.edit(image, name, intensity, matrices) for name in self.expressions[1:]]
-        box = self.aligner.uncrop(np.ones((self.aligner.resolution,) * 2, np.float32), matrices[0], image.shape)
+        faces = self.locate(image)
+        tiles = [image] + [self.edit(image, name, intensity, faces) for name in self.expressions[1:]]
+        box = self.aligner.uncrop(np.ones((self.aligner.resolution,) * 2, np.float32), faces[0].matrix, image.shape)
         rows, cols = np.nonzero(box > 0.5)
         top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         labelled = []

@@ -171,18 +171,23 @@ class Synthesizer(nn.Module):
         # False: run the regression layer alone (about 15x faster on a CPU; the exported graph follows this too).
         self.use_refiner = True
 
-    def forward(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
-        """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R]."""
+    def forward(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R].
+
+        keep  # [B, 1, R, R] in [0, 1], optional: where the caller knows the face must only be warped, not painted
+        (an open mouth: reggan/open_mouth.py)."""
         if not self.use_refiner:
-            return self.coarse_only(face, expression, intensity)
+            return self.coarse_only(face, expression, intensity, keep)
         strength = self.strength(expression, intensity)
-        warped, coarse, gate = self.intermediate(face, expression, strength)
+        warped, coarse, gate = self.intermediate(face, expression, strength, keep)
         return self.compose(warped, self.refiner(warped, coarse, expression), strength, gate)
 
-    def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+    def coarse_only(self, face: torch.Tensor, expression: torch.Tensor, intensity: torch.Tensor,
+                    keep: torch.Tensor | None = None) -> torch.Tensor:
         """The regression-only ablation (the intermediate representation), same blending as ``forward``."""
         strength = self.strength(expression, intensity)
-        warped, coarse, gate = self.intermediate(face, expression, strength)
+        warped, coarse, gate = self.intermediate(face, expression, strength, keep)
         return self.compose(warped, coarse, strength, gate)
 
     @staticmethod
@@ -190,12 +195,17 @@ class Synthesizer(nn.Module):
         """Per-sample intensity, forced to 0 for neutral  # [B]."""
         return intensity * (expression > 0).to(intensity.dtype)
 
-    def intermediate(self, face: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor):
+    def intermediate(self, face: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor,
+                     keep: torch.Tensor | None = None):
         """The warped face, the regression layer's coarse expressive face on top of it, and where the input is
-        familiar enough for the added appearance to be trusted (FamiliarityGate, moved with the face)."""
+        familiar enough for the added appearance to be trusted (FamiliarityGate, closed where ``keep`` says so,
+        moved with the face)."""
+        gate = self.familiarity(face)
+        if keep is not None:
+            gate = gate * (1.0 - keep.float())
         # Face and gate moved in one sampling pass (the warp samples in FP32 whatever the face's precision, so
         # stacking them as FP32 changes nothing; one pass instead of two saves a grid and a kernel launch).
-        both = self.warp(torch.cat([face.float(), self.familiarity(face)], dim=1), expression, strength)
+        both = self.warp(torch.cat([face.float(), gate], dim=1), expression, strength)
         warped, gate = both[:, :3].to(face.dtype), both[:, 3:].clamp(0.0, 1.0)
         coarse = self.regression(warped, expression) if self.refiner.uses_coarse else warped
         return warped, coarse, gate

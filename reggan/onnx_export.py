@@ -15,7 +15,7 @@ import torch
 
 from reggan.networks import Synthesizer
 
-INPUT_NAMES = ["face", "expression", "intensity"]
+INPUT_NAMES = ["face", "expression", "intensity", "keep"]
 OUTPUT_NAMES = ["synthesized"]
 
 
@@ -29,7 +29,8 @@ def example_inputs(synthesizer: Synthesizer, batch: int, seed: int = 0):
     face = torch.rand(batch, 3, size, size, generator=generator)
     expression = torch.arange(batch) % len(synthesizer.expressions)
     intensity = torch.linspace(0.0, 1.2, batch) if batch > 1 else torch.ones(1)
-    return face, expression.long(), intensity.float()
+    keep = (torch.rand(batch, 1, size, size, generator=generator) - 0.5).clamp(0, 1) * 2  # half the pixels kept some
+    return face, expression.long(), intensity.float(), keep
 
 
 def export_onnx(synthesizer: Synthesizer, path: str | Path, opset: int = 17) -> Path:
@@ -66,11 +67,10 @@ def check_forward(synthesizer: Synthesizer, path: str | Path, batches=(1, 4), to
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for seed, batch in enumerate(batches):
-        face, expression, intensity = example_inputs(synthesizer, batch, seed)
+        inputs = example_inputs(synthesizer, batch, seed)
         with torch.no_grad():
-            expected = synthesizer(face, expression, intensity).numpy()
-        got = session.run(None, {"face": face.numpy(), "expression": expression.numpy(),
-                                 "intensity": intensity.numpy()})[0]
+            expected = synthesizer(*inputs).numpy()
+        got = session.run(None, {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)})[0]
         error = float(np.abs(got - expected).max())
         if not quiet:
             print(f"  batch {batch}: max |onnxruntime - torch| = {error:.2e}")

@@ -81,12 +81,14 @@ class TensorRTEngineRunner:
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
 
-    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
+                 keep: np.ndarray) -> np.ndarray:
         torch = self.torch
         inputs = {
             "face": torch.from_numpy(np.ascontiguousarray(faces, np.float32)).cuda(),
             "expression": torch.from_numpy(np.ascontiguousarray(expression, np.int64)).cuda(),
             "intensity": torch.from_numpy(np.ascontiguousarray(intensity, np.float32)).cuda(),
+            "keep": torch.from_numpy(np.ascontiguousarray(keep, np.float32)).cuda(),
         }
         output = torch.empty_like(inputs["face"])
         for name, tensor in inputs.items():

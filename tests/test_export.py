@@ -66,6 +66,12 @@ def test_onnx_parity_over_expressions_and_intensities(small_model, tmp_path):
             labels = np.full(4, expression, np.int64)
             strength = np.full(4, intensity, np.float32)
             assert np.abs(backend(faces, labels, strength) - reference(faces, labels, strength)).max() < 1e-5
+    keep = np.zeros((4, 1, 64, 64), np.float32)
+    keep[:, :, 30:50, 20:44] = 1.0  # an open mouth
+    labels, strength = np.array([1, 2, 3, 1]), np.ones(4, np.float32)
+    kept = backend(faces, labels, strength, keep)
+    assert np.abs(kept - reference(faces, labels, strength, keep)).max() < 1e-5
+    assert np.abs(kept - backend(faces, labels, strength)).max() > 1e-3  # and keeping changed something
 
 
 def test_check_forward_fails_on_a_wrong_graph(small_model, tmp_path):
@@ -92,9 +98,9 @@ def test_auto_prefers_torch_bfloat16_only_on_cpus_with_amx(small_model, tmp_path
 
 
 def test_cpu_bfloat16_stays_within_a_grey_level_of_fp32(small_model):
-    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
-    fp32 = TorchBackend(small_model, "cpu", "fp32")(faces, labels, strength)
-    bf16 = TorchBackend(small_model, "cpu", "bf16")(faces, labels, strength)
+    inputs = tuple(t.numpy() for t in example_inputs(small_model, 4))
+    fp32 = TorchBackend(small_model, "cpu", "fp32")(*inputs)
+    bf16 = TorchBackend(small_model, "cpu", "bf16")(*inputs)
     assert 0 < np.abs(bf16 - fp32).max() < 2 / 255
 
 
@@ -142,9 +148,9 @@ def test_missing_tensorrt_or_gpu_is_a_clear_error(tmp_path):
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none here); run benchmarks/gpu_check.py on one")
 def test_cuda_fp16_matches_fp32(small_model):
-    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
-    fp32 = TorchBackend(small_model, "cpu")(faces, labels, strength)
-    fp16 = TorchBackend(small_model, "cuda", "fp16", cuda_graphs=False)(faces, labels, strength)
+    inputs = tuple(t.numpy() for t in example_inputs(small_model, 4))
+    fp32 = TorchBackend(small_model, "cpu")(*inputs)
+    fp16 = TorchBackend(small_model, "cuda", "fp16", cuda_graphs=False)(*inputs)
     small_model.float().cpu()
     assert np.abs(fp16 - fp32).max() < 2e-2
 
@@ -154,8 +160,8 @@ def test_cuda_graph_replay_matches_eager_for_each_batch_size(small_model):
     eager = TorchBackend(small_model, "cuda", "fp32", cuda_graphs=False)
     graphed = TorchBackend(small_model, "cuda", "fp32", cuda_graphs=True)
     for batch in (1, 3, 1):  # a size seen again replays its captured graph
-        faces, labels, strength = (t.numpy() for t in example_inputs(small_model, batch))
-        assert np.abs(graphed(faces, labels, strength) - eager(faces, labels, strength)).max() < 1e-5
+        inputs = tuple(t.numpy() for t in example_inputs(small_model, batch))
+        assert np.abs(graphed(*inputs) - eager(*inputs)).max() < 1e-5
     assert sorted(graphed.run.graphs) == [1, 3]
     small_model.float().cpu()
 
@@ -168,9 +174,9 @@ def test_tensorrt_engine_build_and_parity(small_model, tmp_path):
     onnx_path = export_onnx(small_model, tmp_path / "m.onnx")
     engine = build_engine(onnx_path, tmp_path / "engines", 64, fp16=True)
     assert build_engine(onnx_path, tmp_path / "engines", 64, fp16=True) == engine  # cached
-    faces, labels, strength = (t.numpy() for t in example_inputs(small_model, 4))
-    expected = TorchBackend(small_model)(faces, labels, strength)
-    assert np.abs(TensorRTEngineRunner(engine)(faces, labels, strength) - expected).max() < 2e-2
+    inputs = tuple(t.numpy() for t in example_inputs(small_model, 4))
+    expected = TorchBackend(small_model)(*inputs)
+    assert np.abs(TensorRTEngineRunner(engine)(*inputs) - expected).max() < 2e-2
 
 
 def test_a_bfloat16_backend_leaves_the_callers_model_in_fp32(small_model, tmp_path, cache_dir):

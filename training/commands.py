@@ -87,6 +87,28 @@ def run_train(args, config):
     print(f"wrote {out}")
 
 
+def open_mouths(prepared: Path, resolution: int):
+    """Prepared crop path -> its keep mask (reggan/open_mouth.py) from the landmarks `reggan prepare` stored, so the
+    evaluation feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand)
+    keeps nothing."""
+    import json
+
+    import numpy as np
+
+    from reggan.open_mouth import open_mouth_mask
+
+    stored = prepared / "landmarks.json"
+    landmarks = json.loads(stored.read_text()) if stored.is_file() else {}
+
+    def keep_of(path) -> np.ndarray:
+        points = landmarks.get(Path(path).relative_to(prepared).as_posix())
+        if points is None:
+            return np.zeros((resolution, resolution), np.float32)
+        return open_mouth_mask(np.asarray(points), resolution)
+
+    return keep_of
+
+
 def refiner_weights(path: Path) -> dict:
     """Refiner tensors from a full checkpoint (``refiner.*`` entries) or a refiner-only safetensors file."""
     from safetensors.torch import load_file
@@ -137,9 +159,10 @@ def run_eval(args, config):
     aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
 
-    keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution))
+    keep_of = open_mouths(prepared, synthesizer.resolution)
+    keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution, keep_of=keep_of))
     print(ev.markdown_table(results["held_out"]))
-    held_out_faces = [read_rgb(p) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+    held_out_faces = [(read_rgb(p), keep_of(p)) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
 
     ood_paths = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
                                                   if Path(item).is_dir() else [Path(item)])]
@@ -153,7 +176,7 @@ def run_eval(args, config):
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
         keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
-        moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face in held_out_faces]
+        moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, _ in held_out_faces]
         keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker))
 
     # Two held-out and two out-of-distribution faces: enough to see each method, small enough to commit.

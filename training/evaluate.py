@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,30 +28,35 @@ from reggan.networks import Synthesizer
 from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudge, IdentityJudge, template_face_box
 
 
-def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str], stage="full"):
-    """Aligned uint8 crops + expression names -> synthesized uint8 crops (intensity 1).
+def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str],
+                     keeps: list[np.ndarray], stage="full"):
+    """Aligned uint8 crops + expression names + keep masks (reggan/open_mouth.py, as the tool makes them) ->
+    synthesized uint8 crops (intensity 1).
 
     stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).
     """
     faces = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
     labels = torch.tensor([synthesizer.expressions.index(e) for e in expressions])
-    run = {"full": synthesizer, "regression": synthesizer.coarse_only, "warp": synthesizer.warp}[stage]
+    keep = torch.from_numpy(np.stack(keeps))[:, None]
     with torch.no_grad():
-        out = run(faces, labels, torch.ones(len(crops)))
+        if stage == "warp":
+            out = synthesizer.warp(faces, labels, torch.ones(len(crops)))
+        else:
+            run = synthesizer if stage == "full" else synthesizer.coarse_only
+            out = run(faces, labels, torch.ones(len(crops)), keep)
     return list((out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8))
 
 
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
-    """Method name -> function(crops, expressions) -> crops. The warp-only row is there when the model has a warp."""
-    methods = {"copy-the-input": lambda crops, expressions: list(crops)}
+    """Method name -> function(crops, expressions, keeps) -> crops. The warp-only row is there when the model has a
+    warp."""
+    methods = {"copy-the-input": lambda crops, expressions, keeps: list(crops)}
     if torch.count_nonzero(reggan.warp.field):
-        methods["warp only"] = lambda crops, expressions: synthesize_batch(reggan, crops, expressions, stage="warp")
-    methods |= {
-        "regression only": lambda crops, expressions: synthesize_batch(reggan, crops, expressions, stage="regression"),
-        "RegGAN (full)": lambda crops, expressions: synthesize_batch(reggan, crops, expressions),
-    }
+        methods["warp only"] = partial(synthesize_batch, reggan, stage="warp")
+    methods |= {"regression only": partial(synthesize_batch, reggan, stage="regression"),
+                "RegGAN (full)": partial(synthesize_batch, reggan)}
     for name, model in (extra or {}).items():
-        methods[name] = lambda crops, expressions, model=model: synthesize_batch(model, crops, expressions)
+        methods[name] = partial(synthesize_batch, model)
     return methods
 
 
@@ -60,8 +66,9 @@ def face_region(crop: np.ndarray) -> np.ndarray:
 
 
 def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int = 16,
-             distribution: bool = True) -> dict:
-    """Scores per method, overall and per expression, on prepared held-out rows."""
+             distribution: bool = True, keep_of=None) -> dict:
+    """Scores per method, overall and per expression, on prepared held-out rows. ``keep_of``: neutral photo path ->
+    its keep mask  # [R, R] (its open mouth); none given: nothing kept."""
     targets_of: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
         if row["expression"] in expressions:
@@ -81,7 +88,9 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
         for start in tqdm(range(0, len(jobs), batch), desc=name, unit="batch", leave=False):
             chunk = jobs[start : start + batch]
             inputs = [read_rgb(neutral) for neutral, _ in chunk]
-            batch_outputs = method(inputs, [expression for _, expression in chunk])
+            keeps = [keep_of(neutral) if keep_of else np.zeros(face.shape[:2], np.float32)
+                     for face, (neutral, _) in zip(inputs, chunk)]
+            batch_outputs = method(inputs, [expression for _, expression in chunk], keeps)
             outputs += batch_outputs
             probabilities = expression_judge.probabilities(batch_outputs)
             for (neutral, expression), source, output, probability in zip(chunk, inputs, batch_outputs, probabilities):
@@ -126,30 +135,34 @@ def optional_qualiclip():
         return str(why)
 
 
-def aligned_faces(paths: list, aligner, tracker) -> list[np.ndarray]:
-    """The largest face of each still, aligned  # [R, R, 3] uint8; stills without a face are left out."""
+def aligned_faces(paths: list, aligner, tracker) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R] as the tool makes it;
+    stills without a face are left out."""
+    from reggan.editor import place_face
     from reggan.trackers import find_faces
 
-    crops = []
+    faces = []
     for path in paths:
         image = read_rgb(path)
-        faces = find_faces(tracker, image)
-        if faces:
-            crops.append(aligner.crop(image, aligner.matrix_for(faces[0])))
-    return crops
+        found = find_faces(tracker, image)
+        if found:
+            placed = place_face(aligner, found[0])
+            faces.append((aligner.crop(image, placed.matrix), placed.keep))
+    return faces
 
 
 def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker) -> dict:
     """Out-of-distribution stills: each face aligned, every method x expression scored for ECS, FSS and NIQE."""
     from training.quality import NIQE
 
-    crops = aligned_faces(paths, aligner, tracker)
+    faces = aligned_faces(paths, aligner, tracker)
+    crops, keeps = [crop for crop, _ in faces], [keep for _, keep in faces]
     expression_judge, identity_judge, niqe = ExpressionJudge(), IdentityJudge(), NIQE()
     results = {}
     for name, method in methods.items():
         per_job, outputs_all = [], []
         for expression in expressions:
-            outputs = method(crops, [expression] * len(crops))
+            outputs = method(crops, [expression] * len(crops), keeps)
             outputs_all += outputs
             for source, output, probability in zip(crops, outputs, expression_judge.probabilities(outputs)):
                 per_job.append({
@@ -253,14 +266,15 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
                         for name, method in scores.items()}}
 
 
-def contact_sheet(crops: list[np.ndarray], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
-    """Rows: each input x each method; columns: input, then each expression  # [H, W, 3] uint8."""
+def contact_sheet(faces: list[tuple[np.ndarray, np.ndarray]], methods: dict, expressions: list[str],
+                  tile: int = 80) -> np.ndarray:
+    """Rows: each input (crop, keep mask) x each method; columns: input, then each expression  # [H, W, 3] uint8."""
     import cv2
 
     rows = []
-    for crop in crops:
+    for crop, keep in faces:
         for name, method in methods.items():
-            outputs = method([crop] * len(expressions), expressions)
+            outputs = method([crop] * len(expressions), expressions, [keep] * len(expressions))
             tiles = [cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA) for image in [crop, *outputs]]
             label = np.full((tile, tile, 3), 255, np.uint8)
             for line, text in enumerate(name.split(" ")):

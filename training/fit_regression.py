@@ -6,9 +6,14 @@ fit_warp.py) plus a constant 1 (the bias), t is the same pixel of the expressive
 (1 on the centre tap). The penalty pulls the weights towards "keep the input pixel", not towards zero: weights
 shrunk towards zero let the bias carry the training faces' mean, which the layer then paints over anyone unlike
 them (a second pair of eyes on a face looking aside, the mean mouth over a talking one). The bias is not shrunk:
-it carries the expression's mean change. X^T X and X^T t are accumulated while
-streaming over the pairs, so memory is independent of the number of pairs: per expression it is C*R*R*(k*k+1)^2
-float64 numbers (157 MB at 256 px, k = 3).
+it carries the expression's mean change. X^T X and X^T t are accumulated in batches of pairs: per expression
+C*R*R*(k*k+1)^2 float64 numbers (157 MB at 256 px, k = 3), plus one expression's pairs held as float32 (about 1.6 MB
+a pair) for the robust refits.
+
+Robust refits ([regression].robust_rounds): after a fit, every (pair, pixel, channel) is weighted by how far its
+residual lies from that pixel's typical residual (Huber weights), and the layer is fitted again. Most expressions
+have 21 people; a hair strand across one person's forehead in their expressive takes, a shadow or make-up only they
+wear, otherwise enters the mean change as a faint line painted on everyone.
 """
 
 from __future__ import annotations
