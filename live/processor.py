@@ -14,7 +14,6 @@ import numpy as np
 
 from reggan.alignment import Aligner
 from reggan.compositing import FeatheredCompositor
-from reggan.editor import place_face
 
 
 class SynthesisStage:
@@ -103,7 +102,7 @@ class FrameProcessor:
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
             return frame
-        faces = [place_face(self.aligner, track.landmarks) for track in tracks]
+        faces = [self.aligner.place(track.landmarks) for track in tracks]
         matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
         clock = self._timed("align", clock)

@@ -7,10 +7,13 @@ sees sits on the same template, and the live loop must show the model the crops 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from reggan.open_mouth import open_mouth_mask
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
 # or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
@@ -55,6 +58,15 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
+@dataclass
+class PlacedFace:
+    """Where a face sits (image -> crop matrix  # [2, 3]) and what of its crop the networks must leave as warped
+    (``keep``  # [R, R] in [0, 1]: its open mouth, reggan/open_mouth.py)."""
+
+    matrix: np.ndarray
+    keep: np.ndarray
+
+
 class Aligner:
     """Landmarks -> the matrix that maps the image onto the template crop, and the warps both ways."""
 
@@ -66,6 +78,11 @@ class Aligner:
     def matrix_for(self, landmarks: np.ndarray) -> np.ndarray:
         """Image -> crop matrix  # [2, 3] for a face's landmarks  # [68, 2]."""
         return similarity_transform(landmarks[STABLE_POINTS], self.template[STABLE_POINTS])
+
+    def place(self, landmarks: np.ndarray) -> PlacedFace:
+        """A face's matrix and keep mask from its landmarks  # [68, 2] in image coordinates."""
+        matrix = self.matrix_for(landmarks)
+        return PlacedFace(matrix, open_mouth_mask(transform_points(landmarks, matrix), self.resolution))
 
     def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The aligned face  # [R, R, 3] uint8."""

@@ -4,26 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataclasses import dataclass
-
-from reggan.alignment import Aligner, transform_points
+from reggan.alignment import Aligner, PlacedFace
 from reggan.compositing import FeatheredCompositor
-from reggan.open_mouth import open_mouth_mask
 from reggan.trackers import find_faces
-
-
-@dataclass
-class PlacedFace:
-    """Where a face sits (image -> crop matrix) and what of its crop the networks must leave as warped  # [R, R]."""
-
-    matrix: np.ndarray
-    keep: np.ndarray
-
-
-def place_face(aligner: Aligner, landmarks: np.ndarray) -> PlacedFace:
-    """A face's matrix and its keep mask (its open mouth) from its 68 landmarks in image coordinates."""
-    matrix = aligner.matrix_for(landmarks)
-    return PlacedFace(matrix, open_mouth_mask(transform_points(landmarks, matrix), aligner.resolution))
 
 
 class NoFaceError(ValueError):
@@ -52,7 +35,7 @@ class PhotoEditor:
         faces = find_faces(self.tracker, image, self.max_faces)
         if not faces:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face)")
-        return [place_face(self.aligner, landmarks) for landmarks in faces]
+        return [self.aligner.place(landmarks) for landmarks in faces]
 
     def synthesize_crops(self, crops: list[np.ndarray], keeps: list[np.ndarray], expression: str,
                          intensity: float) -> list[np.ndarray]:

@@ -57,3 +57,31 @@ def test_the_synthesizer_only_warps_where_it_is_told_to_keep():
     assert (painted - warped)[:, :, 20:24, 12:20].abs().min() > 0.01  # painted there without the mask
     assert torch.allclose(kept[:, :, 20:24, 12:20], warped[:, :, 20:24, 12:20], atol=1e-6)
     assert torch.allclose(kept[:, :, :10], painted[:, :, :10], atol=1e-6)  # and untouched far from it
+
+
+def test_each_face_keeps_its_own_mask_in_every_expression_of_a_cross_fade():
+    from live.processor import SynthesisStage
+
+    class RecordingBackend:
+        expressions, resolution = ["neutral", "happy", "sad"], 8
+
+        def __call__(self, faces, labels, strength, keep):
+            self.keep, self.labels = keep, labels
+            return faces
+
+    backend = RecordingBackend()
+    crops = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 9, np.uint8)]
+    keeps = [np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)]
+    SynthesisStage(backend)(crops, [("happy", 0.5), ("sad", 0.5)], keeps)
+    assert backend.keep.shape == (4, 1, 8, 8)
+    # Batch order: every face for the first expression, then every face for the second.
+    assert [int(m.max()) for m in backend.keep] == [0, 1, 0, 1] and list(backend.labels) == [1, 1, 2, 2]
+
+
+def test_the_aligner_places_an_open_mouthed_face_with_its_keep_mask():
+    from reggan.alignment import Aligner
+
+    aligner = Aligner(SIZE)
+    landmarks = mouth(OPEN_AT + 0.05) * 2.0 + [100.0, 50.0]  # in a photo: twice as large, shifted
+    placed = aligner.place(landmarks)
+    assert np.allclose(placed.keep, open_mouth_mask(mouth(OPEN_AT + 0.05), SIZE), atol=0.02)

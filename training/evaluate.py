@@ -138,7 +138,6 @@ def optional_qualiclip():
 def aligned_faces(paths: list, aligner, tracker) -> list[tuple[np.ndarray, np.ndarray]]:
     """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R] as the tool makes it;
     stills without a face are left out."""
-    from reggan.editor import place_face
     from reggan.trackers import find_faces
 
     faces = []
@@ -146,7 +145,7 @@ def aligned_faces(paths: list, aligner, tracker) -> list[tuple[np.ndarray, np.nd
         image = read_rgb(path)
         found = find_faces(tracker, image)
         if found:
-            placed = place_face(aligner, found[0])
+            placed = aligner.place(found[0])
             faces.append((aligner.crop(image, placed.matrix), placed.keep))
     return faces
 
