@@ -21,7 +21,7 @@ EXAMPLES = {
   reggan prepare --sources pairs:/data/my_pairs.csv   # CSV columns: subject,expression,neutral,target
   reggan prepare --sources cfee:/data/CFEE_Database_230""",
     "train": """examples:
-  reggan train regression                          # stage 1: closed-form ridge fit, ~1 min on 2 CPU cores
+  reggan train regression                          # stage 1: closed-form ridge fit + 2 robust refits, minutes
   reggan train refine --device cuda                # stage 2: adversarial refiner (resumes if interrupted)
   reggan train refine --steps 200 --batch 4        # a short CPU run
   torchrun --nproc-per-node 4 -m reggan.cli train refine --device cuda   # several GPUs (DDP)""",
