@@ -129,13 +129,14 @@ class TorchBackend:
         """faces  # [B, 3, R, R] float32 in [0, 1]; expression  # [B] int64; intensity  # [B] float32;
         keep  # [B, 1, R, R] float32 in [0, 1] or None (Synthesizer.forward)."""
         faces, expression, intensity, keep = with_keep(faces, expression, intensity, keep)
+        inputs = [torch.from_numpy(faces).to(self.device, self.dtype), torch.from_numpy(expression).to(self.device),
+                  torch.from_numpy(intensity).to(self.device, self.dtype)]
+        # A captured CUDA graph always takes all four inputs; eagerly, an all-zero keep is left out (the same
+        # output with less work: most frames have no open mouth).
+        if isinstance(self.run, CudaGraphs) or keep.any():
+            inputs.append(torch.from_numpy(keep).to(self.device, self.dtype))
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self.run(
-                torch.from_numpy(faces).to(self.device, self.dtype),
-                torch.from_numpy(expression).to(self.device),
-                torch.from_numpy(intensity).to(self.device, self.dtype),
-                torch.from_numpy(keep).to(self.device, self.dtype),
-            )
+            out = self.run(*inputs)
         return out.float().cpu().numpy()
 
 

