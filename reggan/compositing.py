@@ -8,9 +8,6 @@ crop, so mask and face can never drift apart.
 Optional colour matching (Reinhard et al. 2001, in Lab, inside the face mask) gives the synthesized face the input
 face's mean colour and chroma spread before the change is taken: a refiner trained under studio light then does not
 tint a face filmed under warm or cold light. Lightness keeps its spread, so the contrast a smile adds (teeth) stays.
-
-A black-and-white face (an old photo, a grey film frame) gets a black-and-white change: the networks were trained
-on colour photos and would tint it (bluish brows, reddish lips).
 """
 
 from __future__ import annotations
@@ -41,24 +38,6 @@ def match_colour(after: np.ndarray, before: np.ndarray, mask: np.ndarray) -> np.
     return after + correction * 255
 
 
-# Mean spread of R, G, B in the face (grey levels) below which a face is black and white. Measured: the least
-# colourful of the 1072 training and evaluation crops has 18.5, the black-and-white still among the
-# out-of-distribution faces 0.0; JPEG chroma noise on a grey photo stays well under 3.
-GREY_SPREAD = 3.0
-
-
-def is_grey(crop: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether a face crop  # [R, R, 3] is black and white where ``mask`` > 0.5."""
-    pixels = crop[::4, ::4][mask[::4, ::4] > 0.5].astype(np.float32)  # every 16th pixel: as good a mean, 0.2 ms
-    return bool((pixels.max(axis=1) - pixels.min(axis=1)).mean() < GREY_SPREAD) if len(pixels) else False
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """RGB float  # [R, R, 3] -> its luma (ITU-R BT.601) in all three channels."""
-    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.repeat(luma[..., None], 3, axis=2)
-
-
 class FeatheredCompositor:
     def __init__(self, aligner: Aligner, feather: float, colour_match: bool = False):
         self.aligner = aligner
@@ -72,9 +51,7 @@ class FeatheredCompositor:
     def paste(self, image: np.ndarray, before: np.ndarray, after: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """image  # [H, W, 3] uint8; before, after: the crop and its synthesized version  # [R, R, 3] (0-255);
         matrix: image -> crop  # [2, 3]. Returns the new image."""
-        if is_grey(before, self.face):
-            after = to_grey(after)
-        elif self.colour_match:
+        if self.colour_match:
             after = match_colour(after, before, self.face)
         change = after.astype(np.float32) - before.astype(np.float32)
         weighted = change * self.mask[..., None]

@@ -62,6 +62,20 @@ def test_change_chroma_turns_the_added_colour_down_and_keeps_its_luma(tmp_path):
     assert load_synthesizer(tmp_path / "old.safetensors").change_chroma == 1.0
 
 
+def test_a_black_and_white_face_gets_a_grey_change_whatever_the_colour_setting():
+    model = Synthesizer(["happy"], 32, width=8, change_chroma=1.0)
+    model.edit_mask.fill_(1.0)
+    grey = torch.rand(1, 1, 32, 32).repeat(1, 3, 1, 1) * 0.5 + 0.25
+    colour = grey + torch.tensor([0.05, 0.0, -0.05])[None, :, None, None]  # 0.1 = 25 grey levels of spread
+    tint = torch.tensor([0.1, -0.1, 0.05])[None, :, None, None]
+    faces = torch.cat([grey, colour])
+    out = model.compose(faces, faces + tint, torch.ones(2), torch.ones(2, 1, 32, 32))
+    grey_out = out[0]
+    assert (grey_out.amax(0) - grey_out.amin(0)).max() < 1e-6  # still black and white
+    assert (grey_out - grey[0]).abs().max() > 0.01  # but changed
+    assert torch.allclose(out[1], faces[1] + tint[0], atol=1e-6)  # a colour face keeps the whole change
+
+
 def test_neutral_returns_the_input_and_intensity_blends_without_a_warp():
     model = Synthesizer(["happy"], 32, width=8).eval()
     faces = torch.rand(3, 3, 32, 32)
