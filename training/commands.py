@@ -91,17 +91,18 @@ def open_mouths(prepared: Path, resolution: int):
     """Prepared crop path -> its keep mask (reggan/open_mouth.py) from the landmarks `reggan prepare` stored, so the
     evaluation feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand)
     keeps nothing."""
-    import json
-
     import numpy as np
 
     from reggan.open_mouth import open_mouth_mask
+    from training.prepare import read_landmarks
 
-    stored = prepared / "landmarks.json"
-    landmarks = json.loads(stored.read_text()) if stored.is_file() else {}
+    try:
+        landmarks = read_landmarks(prepared)
+    except FileNotFoundError:
+        landmarks = {}
 
     def keep_of(path) -> np.ndarray:
-        points = landmarks.get(Path(path).relative_to(prepared).as_posix())
+        points = landmarks.get(Path(path))
         if points is None:
             return np.zeros((resolution, resolution), np.float32)
         return open_mouth_mask(np.asarray(points), resolution)

@@ -8,25 +8,19 @@ stay where they are.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.prepare import read_manifest
+from training.prepare import read_landmarks, read_manifest
 
 RING_SCALE = 1.4  # where the motion is pinned to zero, in multiples of the face outline's size
 
 
 def mean_landmark_motion(prepared_dir: str | Path, expressions: list[str], split: str = "train"):
     """Mean neutral landmarks  # [68, 2] and, per expression, the mean landmark motion  # [68, 2] (pixels)."""
-    prepared_dir = Path(prepared_dir)
-    landmarks_path = prepared_dir / "landmarks.json"
-    if not landmarks_path.is_file():
-        raise FileNotFoundError(f"{landmarks_path} not found: run `reggan prepare` first")
-    stored = json.loads(landmarks_path.read_text())
-    landmarks = {prepared_dir / name: np.asarray(points) for name, points in stored.items()}
+    landmarks = read_landmarks(prepared_dir)
     rows = [row for row in read_manifest(prepared_dir, split)
             if row["neutral"] in landmarks and row["target"] in landmarks]
     motion = {}

@@ -107,3 +107,13 @@ def read_manifest(prepared_dir: str | Path, split: str | None = None) -> list[di
         row["neutral"] = prepared_dir / row["neutral"]
         row["target"] = prepared_dir / row["target"]
     return rows
+
+
+def read_landmarks(prepared_dir: str | Path) -> dict[Path, np.ndarray]:
+    """The aligned crops' 68 landmarks  # [68, 2] (crop pixels) that `reggan prepare` stored, by absolute crop path
+    (the paths read_manifest gives)."""
+    prepared_dir = Path(prepared_dir)
+    path = prepared_dir / "landmarks.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `reggan prepare` first")
+    return {prepared_dir / name: np.asarray(points) for name, points in json.loads(path.read_text()).items()}
