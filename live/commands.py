@@ -42,8 +42,9 @@ def make_processor(config, args, controller, editor=None):
     tracking = with_overrides(config, "tracker", {"max_faces": args.max_faces, "detect_every": args.detect_every,
                                                   "min_face": args.min_face})["tracker"]
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
-    return FrameProcessor(tracker, editor.backend, controller, config["edit"]["feather"],
-                          config["edit"]["max_intensity"], args.smoothing, editor.compositor.colour_match)
+    editing = with_overrides(config, "edit", {"smoothing": args.smoothing})["edit"]
+    return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
+                          editing["smoothing"], editor.compositor.colour_match)
 
 
 def make_controller(config, args):

@@ -1,4 +1,4 @@
-"""One frame through the chain: tracker -> aligner -> synthesizer -> smoother -> compositor.
+"""One frame through the chain: tracker -> aligner -> synthesizer -> smoother (live/smoothing.py) -> compositor.
 
 Each stage is a small object; ``FrameProcessor.process`` wires them for a single frame, with no threads, so every
 stage can be tested on one frame. The loop (live/loop.py) owns the concurrency.
@@ -6,12 +6,12 @@ stage can be tested on one frame. The loop (live/loop.py) owns the concurrency.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 
 import numpy as np
 
+from live.smoothing import ChangeSmoother
 from reggan.alignment import Aligner
 from reggan.compositing import FeatheredCompositor
 
@@ -45,44 +45,14 @@ class SynthesisStage:
         return result
 
 
-class ResidualSmoother:
-    """Exponential average of the synthesized change in aligned space, per track, with a time constant.
-
-    Aligned space is where the change is stable (the face does not move there), so averaging it removes the
-    frame-to-frame shimmer of the network's output without smearing head motion. Reset on a new track or a cut.
-    """
-
-    def __init__(self, time_constant: float = 0.05, cut_threshold: float = 40.0):
-        self.time_constant = time_constant
-        self.cut_threshold = cut_threshold
-        self.state: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (residual, crop, time)
-
-    def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float,
-                 fresh: bool) -> np.ndarray:
-        residual = synthesized - crop.astype(np.float32)
-        previous = self.state.get(identity)
-        if previous is not None and not fresh and self.time_constant > 0:
-            old_residual, old_crop, old_time = previous
-            cut = np.abs(crop.astype(np.float32) - old_crop.astype(np.float32)).mean() > self.cut_threshold
-            if not cut and timestamp > old_time:
-                keep = math.exp(-(timestamp - old_time) / self.time_constant)
-                residual = keep * old_residual + (1 - keep) * residual
-        self.state[identity] = (residual, crop, timestamp)
-        return crop.astype(np.float32) + residual
-
-    def forget_except(self, identities: set[int]) -> None:
-        for identity in list(self.state):
-            if identity not in identities:
-                del self.state[identity]
-
-
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
-                 smoothing: float = 0.05, colour_match: bool = False):
+                 smoothing: float = 0.5, colour_match: bool = False):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
-        self.smoother = ResidualSmoother(smoothing)
+        self.smoother = ChangeSmoother(smoothing)
+        self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.controller = controller
         self.timings: dict[str, list[float]] = defaultdict(list)  # stage -> milliseconds per frame (bench)
@@ -106,10 +76,12 @@ class FrameProcessor:
         matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
         clock = self._timed("align", clock)
-        synthesized = self.synthesize(crops, self.controller.at(timestamp), [face.keep for face in faces])
+        weights = self.controller.at(timestamp)
+        steady, self.previous_weights = weights == self.previous_weights, weights
+        synthesized = self.synthesize(crops, weights, [face.keep for face in faces])
         clock = self._timed("synthesize", clock)
-        smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh)
-                    for track, crop, new in zip(tracks, crops, synthesized)]
+        smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.keep, steady)
+                    for track, face, crop, new in zip(tracks, faces, crops, synthesized)]
         clock = self._timed("smooth", clock)
         result = frame
         for crop, new, matrix in zip(crops, smoothed, matrices):

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--max-faces", type=int, help="[tracker].max_faces")
         sub.add_argument("--detect-every", type=int, help="[tracker].detect_every")
         sub.add_argument("--min-face", type=float, help="[tracker].min_face")
-        sub.add_argument("--smoothing", type=float, default=0.05, help="time constant (s) of the output smoothing")
+        sub.add_argument("--smoothing", type=float, help="[edit].smoothing: time constant (s) of the video smoothing")
         sub.add_argument("--colour-match", action="store_true", default=None,
                          help="[edit].colour_match: give the synthesized face the input face's colour")
         sub.add_argument("--checkpoint")

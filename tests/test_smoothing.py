@@ -1,0 +1,119 @@
+"""The video smoothing of the synthesized change (live/smoothing.py), on crops whose motion is known."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from live.smoothing import ChangeSmoother
+
+SIZE = 128
+FPS = 25.0
+
+
+def skin(seed: int = 0) -> np.ndarray:
+    """A smooth random texture with enough detail for optical flow  # [S + 40, S + 40, 3] uint8."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (SIZE + 40, SIZE + 40)).astype(np.float32)
+    grey = cv2.GaussianBlur(noise, (0, 0), 2.5)
+    grey = 128 + 60 * grey / grey.std()
+    return np.repeat(grey.clip(0, 255)[..., None], 3, axis=2)
+
+
+def blob(centre_x: float) -> np.ndarray:
+    """The 'expression': a bright soft spot painted on the skin  # [S + 40, S + 40, 3] float32."""
+    y, x = np.mgrid[: SIZE + 40, : SIZE + 40].astype(np.float32)
+    return np.repeat((40 * np.exp(-((x - centre_x) ** 2 + (y - SIZE / 2 - 20) ** 2) / (2 * 8.0**2)))[..., None], 3, 2)
+
+
+def window(image: np.ndarray, shift: float) -> np.ndarray:
+    """The crop seen when the content has moved ``shift`` px to the right (sub-pixel, like real motion)."""
+    matrix = np.float32([[1, 0, shift], [0, 1, 0]])
+    moved = cv2.warpAffine(image.astype(np.float32), matrix, (image.shape[1], image.shape[0]),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return moved[20 : 20 + SIZE, 20 : 20 + SIZE]
+
+
+def sliding_face(frames: int = 30, speed: float = 1.5, shimmer: float = 4.0):
+    """Crops whose skin slides right ``speed`` px a frame, the synthesized crops (the spot on the skin plus fresh
+    noise: the network's shimmer), and the exact answer (the spot moving with the skin)."""
+    rng = np.random.default_rng(1)
+    texture, spot = skin(), blob(SIZE / 2)
+    for index in range(frames):
+        crop = window(texture, index * speed).round().clip(0, 255).astype(np.uint8)
+        exact = window(spot, index * speed)
+        noise = rng.normal(0, shimmer, exact.shape).astype(np.float32)
+        yield index / FPS, crop, crop.astype(np.float32) + exact + noise, exact
+
+
+def test_the_change_follows_the_skin_and_its_shimmer_is_averaged_away():
+    smoother = ChangeSmoother(time_constant=0.5)
+    raw_error, smoothed_error = [], []
+    for index, (time, crop, synthesized, exact) in enumerate(sliding_face()):
+        out = smoother(0, crop, synthesized, time, fresh=index == 0)
+        if index >= 10:
+            inner = (slice(16, -16), slice(16, -16))  # away from the border, where the flow has to guess
+            raw_error.append(np.abs(synthesized - crop - exact)[inner].mean())
+            smoothed_error.append(np.abs(out - crop - exact)[inner].mean())
+    # The raw change is off by the shimmer alone (mean |N(0, 4)| = 3.2); an average at fixed pixels would also
+    # lag behind the moving spot. Carried along the flow, the average keeps up with it and the shimmer drops.
+    assert np.mean(raw_error) > 3.0
+    assert np.mean(smoothed_error) < 0.6 * np.mean(raw_error)
+
+
+def test_an_average_at_fixed_pixels_would_lag_behind_the_moving_spot():
+    # The reason for carrying the change: the same average without the flow (and trusting every pixel, as the
+    # flow-free smoother did) leaves the spot behind.
+    def error_after_settling(smoother) -> float:
+        errors = [np.abs(smoother(0, crop, synthesized, time, fresh=index == 0) - crop - exact)[16:-16, 16:-16].mean()
+                  for index, (time, crop, synthesized, exact) in enumerate(sliding_face())]
+        return float(np.mean(errors[10:]))
+
+    fixed = ChangeSmoother(time_constant=0.5, mismatch_level=1e9)
+    fixed.flow = type("NoFlow", (), {"calc": staticmethod(lambda a, b, _: np.zeros((*a.shape, 2), np.float32))})()
+    assert error_after_settling(fixed) > 3 * error_after_settling(ChangeSmoother(time_constant=0.5))
+
+
+def test_where_the_crop_no_longer_matches_the_change_is_taken_as_synthesized():
+    smoother = ChangeSmoother(time_constant=0.5)
+    frames = list(sliding_face(frames=6))
+    for index, (time, crop, synthesized, _) in enumerate(frames[:-1]):
+        smoother(0, crop, synthesized, time, fresh=index == 0)
+    time, crop, synthesized, _ = frames[-1]
+    crop = crop.copy()
+    crop[40:90, 40:90] = 250  # a hand in front of the face: nothing there was there before
+    out = smoother(0, crop, synthesized, time, fresh=False)
+    assert np.allclose(out[55:75, 55:75], synthesized[55:75, 55:75], atol=1e-3)
+    assert not np.allclose(out[:30], synthesized[:30], atol=1.0)  # elsewhere the change is still averaged
+
+
+def test_inside_the_keep_mask_and_during_a_ramp_the_change_is_as_synthesized():
+    frames = list(sliding_face(frames=6))
+    keep = np.zeros((SIZE, SIZE), np.float32)
+    keep[50:80, 30:100] = 1.0  # an open mouth
+    for steady in (True, False):
+        smoother = ChangeSmoother(time_constant=0.5)
+        for index, (time, crop, synthesized, _) in enumerate(frames):
+            out = smoother(0, crop, synthesized, time, fresh=index == 0, keep=keep, steady=steady)
+        assert np.allclose(out[50:80, 30:100], synthesized[50:80, 30:100], atol=1e-3)
+        assert np.allclose(out, synthesized, atol=1e-3) == (not steady)
+
+
+@pytest.mark.parametrize("fresh, time_constant", [(True, 0.5), (False, 0.0)])
+def test_a_new_track_or_smoothing_off_gives_the_change_as_synthesized(fresh, time_constant):
+    smoother = ChangeSmoother(time_constant=time_constant)
+    frames = list(sliding_face(frames=3))
+    for index, (time, crop, synthesized, _) in enumerate(frames):
+        out = smoother(0, crop, synthesized, time, fresh=index == 0 or fresh)
+    assert np.allclose(out, synthesized, atol=1e-3)
+
+
+def test_a_cut_restarts_the_average():
+    smoother = ChangeSmoother(time_constant=0.5)
+    for index, (time, crop, synthesized, _) in enumerate(sliding_face(frames=5)):
+        smoother(0, crop, synthesized, time, fresh=index == 0)
+    other = skin(seed=7)[20 : 20 + SIZE, 20 : 20 + SIZE].round().astype(np.uint8)
+    other = 255 - other  # another shot: every pixel far from before
+    synthesized = other.astype(np.float32) + 10
+    assert np.allclose(smoother(0, other, synthesized, 1.0, fresh=False), synthesized, atol=1e-3)
