@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from live.smoothing import ChangeSmoother
+from live.smoothing import ChangeSmoother, RepeatedFrames
 from reggan.alignment import Aligner
 from reggan.compositing import FeatheredCompositor
 
@@ -54,6 +54,7 @@ class FrameProcessor:
         self.smoother = ChangeSmoother(smoothing)
         self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
+        self.repeats = RepeatedFrames(self.aligner)
         self.controller = controller
         self.timings: dict[str, list[float]] = defaultdict(list)  # stage -> milliseconds per frame (bench)
         self.record_timings = False  # only benchmarks keep per-frame timings; a live run must not grow memory
@@ -67,16 +68,21 @@ class FrameProcessor:
     def process(self, frame: np.ndarray, timestamp: float) -> np.ndarray:
         """RGB uint8 frame  # [H, W, 3] at ``timestamp`` seconds -> the frame with its faces changed."""
         clock = time.perf_counter()
+        weights = self.controller.at(timestamp)
+        repeated = self.repeats.repeat(frame, weights)
+        if repeated is not None:
+            self._timed("repeat", clock)
+            return repeated
         tracks = self.tracker.update(frame, timestamp)
         clock = self._timed("track", clock)
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
+            self.repeats.remember(frame, frame, [], weights)
             return frame
         faces = [self.aligner.place(track.landmarks) for track in tracks]
         matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
         clock = self._timed("align", clock)
-        weights = self.controller.at(timestamp)
         steady, self.previous_weights = weights == self.previous_weights, weights
         synthesized = self.synthesize(crops, weights, [face.keep for face in faces])
         clock = self._timed("synthesize", clock)
@@ -87,4 +93,5 @@ class FrameProcessor:
         for crop, new, matrix in zip(crops, smoothed, matrices):
             result = self.compositor.paste(result, crop, new, matrix)
         self._timed("composite", clock)
+        self.repeats.remember(frame, result, matrices, weights)
         return result

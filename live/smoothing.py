@@ -78,3 +78,51 @@ class ChangeSmoother:
         for identity in list(self.state):
             if identity not in identities:
                 del self.state[identity]
+
+
+class RepeatedFrames:
+    """Video converted from another frame rate repeats frames, re-encoded so never bit-identical. Where every face
+    region of a frame matches that of the last processed frame within ``tolerance`` grey levels (mean absolute), and
+    the target expression is unchanged, the last frame's change is pasted again as it was. Tracking, synthesizing and
+    smoothing such a frame anew moved the output while the input stood still (a 25 fps clip with every fourth frame
+    repeated flickered most on those frames), and cost a whole frame's work.
+
+    Each frame is compared with the last *processed* one, so a face that drifts slowly is processed again as soon as
+    its drift adds up to the tolerance. A thumbnail of the whole frame is compared too, so a face coming into a
+    still scene is found.
+    """
+
+    def __init__(self, aligner, tolerance: float = 0.5):
+        self.aligner = aligner
+        self.tolerance = tolerance
+        self.faces: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]] = []  # (region, pixels, change)
+        self.thumbnail = None
+        self.weights = None
+
+    @staticmethod
+    def thumbnail_of(frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        return cv2.resize(frame, (max(width // 8, 1), max(height // 8, 1)), interpolation=cv2.INTER_AREA)
+
+    def remember(self, frame: np.ndarray, result: np.ndarray, matrices: list[np.ndarray], weights) -> None:
+        """The last processed frame and its result  # [H, W, 3] uint8, its faces' crop matrices and the weights."""
+        self.faces, self.weights, self.thumbnail = [], weights, self.thumbnail_of(frame)
+        for matrix in matrices:
+            top, bottom, left, right = region = self.aligner.footprint(matrix, frame.shape)
+            pixels = frame[top:bottom, left:right].copy()
+            self.faces.append((region, pixels, result[top:bottom, left:right].astype(np.int16) - pixels))
+
+    def repeat(self, frame: np.ndarray, weights) -> np.ndarray | None:
+        """The frame with the last change pasted again if it repeats the last processed one, else None."""
+        if not self.faces or weights != self.weights:
+            return None
+        thumbnail = self.thumbnail_of(frame)
+        if thumbnail.shape != self.thumbnail.shape or cv2.absdiff(thumbnail, self.thumbnail).mean() > self.tolerance:
+            return None
+        for (top, bottom, left, right), pixels, _ in self.faces:
+            if cv2.absdiff(frame[top:bottom, left:right], pixels).mean() > self.tolerance:
+                return None
+        result = frame.copy()
+        for (top, bottom, left, right), _, change in self.faces:
+            result[top:bottom, left:right] = (frame[top:bottom, left:right] + change).clip(0, 255).astype(np.uint8)
+        return result

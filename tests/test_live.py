@@ -120,6 +120,15 @@ def test_processor_changes_only_the_face_of_one_frame(processor_factory, astrona
     assert change.max() == 0
 
 
+def test_processor_repeats_its_output_when_the_input_frame_repeats(processor_factory, astronaut):
+    # A repeated frame (frame-rate conversion) must not come out changed: tracking and smoothing it anew did.
+    processor = processor_factory("happy")
+    processor.process(astronaut, 0.0)
+    processor.process(np.roll(astronaut, 3, axis=1), 0.04)  # the face moves: processed anew
+    moved = processor.process(np.roll(astronaut, 6, axis=1), 0.08)
+    assert np.array_equal(processor.process(np.roll(astronaut, 6, axis=1), 0.12), moved)
+
+
 def test_processor_passes_a_frame_without_a_face_unchanged(processor_factory):
     from skimage import data
 

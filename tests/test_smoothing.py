@@ -118,3 +118,41 @@ def test_a_cut_restarts_the_average():
     other = 255 - other  # another shot: every pixel far from before
     synthesized = other.astype(np.float32) + 10
     assert np.allclose(smoother(0, other, synthesized, 1.0, fresh=False), synthesized, atol=0.01)
+
+
+# --- repeated frames -------------------------------------------------------------------------------------------
+
+def repeated_frames_setup():
+    """A 320 x 480 frame with one face whose 128 px crop starts at (100, 60), its processed result (+20 there) and the
+    remembering stage."""
+    from live.smoothing import RepeatedFrames
+    from reggan.alignment import Aligner
+
+    frame = np.ascontiguousarray(skin(seed=3)[:, :, 0:3].repeat(3, axis=0)[:320, :].round().astype(np.uint8))
+    frame = np.ascontiguousarray(np.concatenate([frame] * 3, axis=1)[:, :480])
+    matrix = np.float32([[1, 0, -100], [0, 1, -60]])  # image -> crop
+    result = frame.copy()
+    result[60:188, 100:228] = np.clip(frame[60:188, 100:228].astype(int) + 20, 0, 255)
+    repeats = RepeatedFrames(Aligner(SIZE))
+    repeats.remember(frame, result, [matrix], [("happy", 1.0)])
+    return frame, result, repeats
+
+
+def test_a_repeated_frame_gets_the_last_change_pasted_again():
+    frame, result, repeats = repeated_frames_setup()
+    rng = np.random.default_rng(0)
+    again = (frame + rng.integers(-1, 2, frame.shape) * (rng.random(frame.shape) < 0.2)).clip(0, 255).astype(np.uint8)
+    out = repeats.repeat(again, [("happy", 1.0)])
+    assert out is not None
+    expected = (again.astype(int) + (result.astype(int) - frame)).clip(0, 255)
+    assert np.array_equal(out, expected)
+
+
+def test_a_frame_that_moved_changed_elsewhere_or_wants_another_expression_is_processed():
+    frame, _, repeats = repeated_frames_setup()
+    assert repeats.repeat(np.roll(frame, 2, axis=1), [("happy", 1.0)]) is None  # the face moved
+    newcomer = frame.copy()
+    newcomer[200:300, 350:450] = 255  # a face coming into the still scene, outside the known face
+    assert repeats.repeat(newcomer, [("happy", 1.0)]) is None
+    assert repeats.repeat(frame, [("happy", 0.9)]) is None  # a ramp
+    assert repeats.repeat(frame[:, :400], [("happy", 1.0)]) is None  # a stream that changed size
