@@ -100,7 +100,8 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
             timings["decode"].append((time.perf_counter() - clock) * 1000)
             before = len(processor.timings["track"])
             out = processor.process(frame, processed / 30.0)
-            (detect if processor.tracker.detected_last_frame else follow).append(processor.timings["track"][before])
+            if len(processor.timings["track"]) > before:  # a repeated frame is not tracked (live/smoothing.py)
+                (detect if processor.tracker.detected_last_frame else follow).append(processor.timings["track"][before])
             clock = time.perf_counter()
             sink.write(out)
             timings["encode"].append((time.perf_counter() - clock) * 1000)
@@ -110,6 +111,8 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     stages = {"decode": timings["decode"], "track: detect + landmarks": detect, "track: landmarks only": follow}
     for name in ("align", "synthesize", "smooth", "composite"):
         stages[name] = processor.timings[name]
+    if processor.timings["repeat"]:
+        stages["repeated frame: last change pasted again"] = processor.timings["repeat"]
     stages["encode"] = timings["encode"]
     height, width = frame.shape[:2]
     result = {"machine": machine_description(device), "video": str(video_path), "size": f"{width}x{height}",

@@ -129,6 +129,22 @@ def test_processor_repeats_its_output_when_the_input_frame_repeats(processor_fac
     assert np.array_equal(processor.process(np.roll(astronaut, 6, axis=1), 0.12), moved)
 
 
+def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, astronaut, tmp_path):
+    # A clip whose frames repeat (frame-rate conversion): the stage table must not assume every frame is tracked.
+    from export.benchmark import run_pipeline_benchmark
+    from live.sinks import VideoFileSink
+
+    clip = tmp_path / "repeats.mp4"
+    with VideoFileSink(clip, 25.0) as sink:
+        for shift in (0, 0, 0, 4, 4, 4):
+            sink.write(np.ascontiguousarray(np.roll(astronaut, shift, axis=1)))
+    result = run_pipeline_benchmark(processor_factory("happy"), clip, frames=6)
+    assert result["frames"] == 6
+    tracked = result["stage_frames"]["track: detect + landmarks"] + result["stage_frames"]["track: landmarks only"]
+    repeated = result["stage_frames"].get("repeated frame: last change pasted again", 0)
+    assert repeated >= 2 and tracked + repeated == 6
+
+
 def test_processor_passes_a_frame_without_a_face_unchanged(processor_factory):
     from skimage import data
 
