@@ -175,10 +175,12 @@ def run_eval(args, config):
         regression.use_refiner = False
         backends = {"regression only": TorchBackend(regression), "RegGAN (full)": TorchBackend(synthesizer)}
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
-        keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, max_frames=args.video_frames))
+        smoothing = config["edit"]["smoothing"]  # scored as the tool delivers video
+        keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, smoothing=smoothing,
+                                            max_frames=args.video_frames))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
         moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, _ in held_out_faces]
-        keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker))
+        keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker, smoothing=smoothing))
 
     # Two held-out and two out-of-distribution faces: enough to see each method, small enough to commit.
     sheet_inputs = held_out_faces[:2] + ev.aligned_faces(ood_paths[:2], aligner, tracker)

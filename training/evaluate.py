@@ -182,14 +182,15 @@ def summarise_simple(per_job: list[dict]) -> dict:
             "same_person_fraction": float((distances < SAME_PERSON_THRESHOLD).mean())}
 
 
-def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float, expression: str = "happy"):
-    """Every frame through a fresh frame processor -> (outputs, face masks)  # RGB uint8, bool [H, W] each."""
+def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float, expression: str, smoothing: float):
+    """Every frame through a fresh frame processor, smoothing as the tool is configured ([edit].smoothing) ->
+    (outputs, face masks)  # RGB uint8, bool [H, W] each."""
     from live.control import ExpressionController
     from live.processor import FrameProcessor
     from live.tracker import FaceTracker
 
     processor = FrameProcessor(FaceTracker(tracker_backend, detect_every=10), backend,
-                               ExpressionController(expression, 1.0, 0.0))
+                               ExpressionController(expression, 1.0, 0.0), smoothing=smoothing)
     outputs, masks = [], []
     for index, frame in enumerate(frames):
         outputs.append(processor.process(frame, index / fps))
@@ -205,7 +206,7 @@ STABLE_REFERENCE = "reference: contrast x1.5 in the face (no flicker by construc
 NOISY_REFERENCE = "reference: fresh noise, sigma 3, in the face (flicker by construction)"
 
 
-def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: str = "happy",
+def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing: float, expression: str = "happy",
                      max_frames: int = 120) -> dict:
     """Flicker ratio (output / input, face region) of each method's backend on each clip, and of two reference
     edits whose answer is known, on the face masks of the first method."""
@@ -218,7 +219,7 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
         meter = FlickerMeter(frames)
         reference_masks = None
         for name, backend in backends.items():
-            outputs, masks = process_clip(frames, backend, tracker_backend, rate, expression)
+            outputs, masks = process_clip(frames, backend, tracker_backend, rate, expression, smoothing)
             reference_masks = reference_masks or masks
             results[name][Path(clip).name] = meter.scores(outputs, masks)
         rng = np.random.default_rng(0)
@@ -237,7 +238,7 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, expression: s
             for name, per_clip in results.items()}
 
 
-def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_backend,
+def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_backend, *, smoothing: float,
                               expression: str = "happy", frames_each: int = 90) -> dict:
     """Flicker where the right answer is known: each still moved along a head-like path (training/temporal.py),
     through the frame loop, against the still edited once and moved along the same path (the exact answer).
@@ -254,7 +255,7 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
         meter = FlickerMeter(frames)
         for name, backend in backends.items():
             exact = moving_clip(PhotoEditor(backend, tracker_backend).edit(still, expression), frames_each, seed=index)
-            outputs, masks = process_clip(frames, backend, tracker_backend, 30.0, expression)
+            outputs, masks = process_clip(frames, backend, tracker_backend, 30.0, expression, smoothing)
             scores[name]["flicker"].append(meter.ratio(outputs, masks))
             scores[name]["flicker_of_exact_answer"].append(meter.ratio(exact, masks))
             scores[name]["error_to_exact_answer"].append(float(np.mean(
