@@ -72,7 +72,8 @@ def run_bench(args, config):
 
         loop_args = argparse.Namespace(checkpoint=args.checkpoint, device=device, backend=args.backend,
                                        precision=args.precision, regression_only=args.regression_only, tracker=None,
-                                       max_faces=1, detect_every=None, min_face=None, smoothing=None)
+                                       max_faces=1, detect_every=None, min_face=None, smoothing=None,
+                                       synthesize_every=args.synthesize_every)
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)

@@ -43,8 +43,9 @@ def make_processor(config, args, controller, editor=None):
                                                   "min_face": args.min_face})["tracker"]
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
     editing = with_overrides(config, "edit", {"smoothing": args.smoothing})["edit"]
+    every = with_overrides(config, "runtime", {"synthesize_every": args.synthesize_every})["runtime"]["synthesize_every"]
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
-                          editing["smoothing"], editor.compositor.colour_match)
+                          editing["smoothing"], editor.compositor.colour_match, every)
 
 
 def make_controller(config, args):

@@ -49,16 +49,38 @@ class ChangeSmoother:
         change = synthesized - crop_values
         grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         previous = self.state.get(identity)
-        if previous is not None and not fresh and steady and self.time_constant > 0:
-            change = self._blend(change, grey, previous, timestamp, keep)
+        carried = self._carry(grey, previous, timestamp) if not fresh and steady and self.time_constant > 0 else None
+        if carried is not None:
+            carried_change, weight = carried
+            if keep is not None:
+                weight *= 1 - keep
+            weight *= math.exp(-(timestamp - previous[2]) / self.time_constant)
+            # One OpenCV call for weight * carried + (1 - weight) * change: numpy's broadcasting took 3x as long, and
+            # this runs for every face of every frame.
+            change = cv2.blendLinear(carried_change, change, weight, 1 - weight)
         self.state[identity] = (change, grey, timestamp)
         return crop_values + change
 
-    def _blend(self, change: np.ndarray, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float],
-               timestamp: float, keep: np.ndarray | None) -> np.ndarray:
+    def carry(self, identity: int, crop: np.ndarray, timestamp: float) -> np.ndarray | None:
+        """The crop with the last change carried onto it and no new one (a frame the synthesizer skips), faded where
+        the crop no longer matches; None when there is nothing to carry (no change yet, a cut)."""
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        carried = self._carry(grey, self.state.get(identity), timestamp)
+        if carried is None:
+            return None
+        change = carried[0] * carried[1][..., None]
+        self.state[identity] = (change, grey, timestamp)
+        return crop.astype(np.float32) + change
+
+    def _carry(self, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float] | None,
+               timestamp: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The previous change moved along the optical flow onto this crop, and how far to trust it per pixel
+        (1, or less where the flow-moved previous crop does not match this one)  # [R, R, 3], [R, R]."""
+        if previous is None:
+            return None
         old_change, old_grey, old_time = previous
         if timestamp <= old_time or cv2.absdiff(grey, old_grey).mean() > self.cut_threshold:
-            return change
+            return None
         flow = self.flow.calc(grey, old_grey, None)  # current -> previous: where each pixel came from
         if self.grid is None or self.grid.shape[:2] != grey.shape:
             self.grid = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grey.shape[::-1])), axis=2)
@@ -66,13 +88,7 @@ class ChangeSmoother:
         carried, carried_grey = (cv2.remap(image, where_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                                  for image in (old_change, old_grey))
         mismatch = cv2.GaussianBlur(cv2.absdiff(carried_grey, grey).astype(np.float32), (0, 0), 2)
-        weight = np.clip(2 - mismatch / self.mismatch_level, 0, 1)  # trust in the carried change
-        if keep is not None:
-            weight *= 1 - keep
-        weight *= math.exp(-(timestamp - old_time) / self.time_constant)
-        # One OpenCV call for weight * carried + (1 - weight) * change: numpy's broadcasting took 3x as long, and this
-        # runs for every face of every frame.
-        return cv2.blendLinear(carried, change, weight, 1 - weight)
+        return carried, np.clip(2 - mismatch / self.mismatch_level, 0, 1)
 
     def forget_except(self, identities: set[int]) -> None:
         for identity in list(self.state):

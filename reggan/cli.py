@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
     bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
     bench.add_argument("--live", action="store_true", help="also replay --video as a 30 fps camera through the live loop")
+    bench.add_argument("--synthesize-every", type=int,
+                       help="[runtime].synthesize_every for the frame loop: synthesize every Nth frame")
 
     def frame_loop_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--expression", default="happy")
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--detect-every", type=int, help="[tracker].detect_every")
         sub.add_argument("--min-face", type=float, help="[tracker].min_face")
         sub.add_argument("--smoothing", type=float, help="[edit].smoothing: time constant (s) of the video smoothing")
+        sub.add_argument("--synthesize-every", type=int,
+                         help="[runtime].synthesize_every: synthesize every Nth frame, carry the change between")
         sub.add_argument("--colour-match", action="store_true", default=None,
                          help="[edit].colour_match: give the synthesized face the input face's colour")
         sub.add_argument("--checkpoint")

@@ -129,6 +129,32 @@ def test_processor_repeats_its_output_when_the_input_frame_repeats(processor_fac
     assert np.array_equal(processor.process(np.roll(astronaut, 6, axis=1), 0.12), moved)
 
 
+def test_synthesizing_every_other_frame_halves_the_synthesizer_calls(processor_factory, astronaut):
+    from live.processor import FrameProcessor
+
+    reference = processor_factory("happy")
+    calls = []
+
+    class CountingBackend:
+        def __init__(self, backend):
+            self.backend = backend
+            self.expressions, self.resolution = backend.expressions, backend.resolution
+
+        def __call__(self, *inputs):
+            calls.append(len(inputs[0]))
+            return self.backend(*inputs)
+
+    processor = FrameProcessor(reference.tracker, CountingBackend(reference.synthesize.backend),
+                               ExpressionController("happy", 1.0, ramp=0.0), synthesize_every=2)
+    outputs = [processor.process(np.ascontiguousarray(np.roll(astronaut, 3 * index, axis=1)), index / 25)
+               for index in range(8)]
+    assert len(calls) == 4
+    # The carried frames still show the expression where the face now is.
+    face_change = [np.abs(out.astype(int) - np.roll(astronaut, 3 * index, axis=1)).sum(axis=2)[150:250, 150:300].mean()
+                   for index, out in enumerate(outputs)]
+    assert min(face_change) > 0.5 * max(face_change)
+
+
 def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, astronaut, tmp_path):
     # A clip whose frames repeat (frame-rate conversion): the stage table must not assume every frame is tracked.
     from export.benchmark import run_pipeline_benchmark

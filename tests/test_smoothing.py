@@ -156,3 +156,17 @@ def test_a_frame_that_moved_changed_elsewhere_or_wants_another_expression_is_pro
     assert repeats.repeat(newcomer, [("happy", 1.0)]) is None
     assert repeats.repeat(frame, [("happy", 0.9)]) is None  # a ramp
     assert repeats.repeat(frame[:, :400], [("happy", 1.0)]) is None  # a stream that changed size
+
+
+def test_a_carried_change_follows_the_skin_on_frames_the_synthesizer_skips():
+    smoother = ChangeSmoother(time_constant=0.5)
+    carried_error, shimmer = [], []
+    for index, (time, crop, synthesized, exact) in enumerate(sliding_face()):
+        if index % 2 == 0:
+            smoother(0, crop, synthesized, time, fresh=index == 0)
+        else:
+            out = smoother.carry(0, crop, time)
+            carried_error.append(np.abs(out - crop - exact)[16:-16, 16:-16].mean())
+            shimmer.append(np.abs(synthesized - crop - exact)[16:-16, 16:-16].mean())
+    assert np.mean(carried_error[5:]) < 0.5 * np.mean(shimmer[5:])
+    assert ChangeSmoother().carry(0, crop, time) is None  # nothing to carry yet
