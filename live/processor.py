@@ -82,7 +82,7 @@ class FrameProcessor:
         clock = self._timed("track", clock)
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
-            self.repeats.remember(frame, frame, [], weights)
+            self.repeats.forget()
             return frame
         faces = [self.aligner.place(track.landmarks) for track in tracks]
         matrices = [face.matrix for face in faces]

@@ -131,6 +131,10 @@ class RepeatedFrames:
             change = cv2.subtract(result[top:bottom, left:right], pixels, dtype=cv2.CV_16S)
             self.faces.append((region, pixels, change))
 
+    def forget(self) -> None:
+        """No face on the last processed frame: nothing to repeat, so the next frame is processed."""
+        self.faces = []
+
     def repeat(self, frame: np.ndarray, weights) -> np.ndarray | None:
         """The frame with the last change pasted again if it repeats the last processed one, else None."""
         if not self.faces or weights != self.weights:
