@@ -37,6 +37,7 @@ def describe(synthesizer: Synthesizer, **extra) -> dict:
         "decoder": synthesizer.decoder,
         "generator": synthesizer.generator,
         "change_chroma": synthesizer.change_chroma,
+        "detail_scale": synthesizer.detail_scale,
         "template": np.round(load_template(), 5).tolist(),
         **extra,
     }
@@ -75,6 +76,7 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     synthesizer = Synthesizer(
         metadata["expressions"], metadata["resolution"], metadata["kernel"], metadata["width"],
         metadata.get("generator", "refiner"), metadata.get("decoder", "transpose"), metadata.get("change_chroma", 1.0),
+        metadata.get("detail_scale", 0),
     )
     try:
         tensors = load_file(str(path))

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "lr_generator", "lr_discriminator"):
         train.add_argument("--" + key.replace("_", "-"), type=float, help=f"[refine].{key}")
     train.add_argument("--coarse-pool", type=int, help="[refine].coarse_pool")
+    train.add_argument("--detail-scale", type=int,
+                       help="[refine].detail_scale: the refiner may change only detail finer than this (pixels; 0: all)")
     train.add_argument("--decoder", choices=["resize", "transpose"],
                        help="[refine].decoder: the refiner's upsampling (transpose: to fine-tune the bundled refiner)")
     train.add_argument("--init-refiner", help="start stage 2 from these refiner weights (a checkpoint or refiner file)")

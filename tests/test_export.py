@@ -25,7 +25,7 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
-    model = Synthesizer(["happy", "sad", "surprised"], 64, width=8)
+    model = Synthesizer(["happy", "sad", "surprised"], 64, width=8, detail_scale=4)  # as the bundled model
     with torch.no_grad():
         model.regression.weight.add_(torch.randn_like(model.regression.weight) * 0.05)
         model.regression.bias.add_(torch.randn_like(model.regression.bias) * 0.05)

@@ -98,7 +98,8 @@ def test_report_renders(tmp_path):
 
     results = {"held_out": {"pairs": 2, "methods": {"RegGAN (full)": method}},
                "flicker": {"RegGAN (full)": {"per_clip": {"a.mp4": 1.02}, "mean": 1.02,
-                                             "per_clip_equal_contrast": {"a.mp4": 0.97}, "mean_equal_contrast": 0.97},
+                                             "per_clip_equal_contrast": {"a.mp4": 0.97}, "mean_equal_contrast": 0.97,
+                                             "per_clip_expression": {"a.mp4": 0.61}, "mean_expression": 0.61},
                            STABLE_REFERENCE: {"per_clip": {"a.mp4": 1.3}, "mean": 1.3,
                                               "per_clip_equal_contrast": {"a.mp4": 1.01},
                                               "mean_equal_contrast": 1.01}},
@@ -109,6 +110,7 @@ def test_report_renders(tmp_path):
     text = report.read_text()
     assert "| RegGAN (full) | 0.500 |" in text and "a.mp4" in text and "1.020" in text
     assert "At equal contrast" in text and "| RegGAN (full) | 0.970 | 0.970 |" in text
+    assert "The expression on video" in text and "| RegGAN (full) | 0.610 | 0.610 |" in text
     assert "calibrate the metric" in text and "| RegGAN (full) | 0.990 | 1.000 | 2.74 |" in text
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
 
@@ -156,6 +158,9 @@ def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronau
     assert set(results) == {"split", "held_out", "ood", "flicker", "synthetic_motion"} and results["split"] == "eval"
     assert results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
     assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)"}
+    flicker = results["flicker"]
+    assert "RegGAN (full), smoothing off" in flicker and 0 <= flicker["RegGAN (full)"]["mean_expression"] <= 1
+    assert "The expression on video" in (out / "results.md").read_text()
     report = (out / "results.md").read_text()
     assert "single_face.mp4" in report and "answer known" in report and (out / "contact_sheet.png").is_file()
     assert not (out / "results.partial.json").exists()

@@ -62,6 +62,24 @@ def test_change_chroma_turns_the_added_colour_down_and_keeps_its_luma(tmp_path):
     assert load_synthesizer(tmp_path / "old.safetensors").change_chroma == 1.0
 
 
+def test_detail_scale_keeps_the_refiners_fine_change_and_takes_the_broad_one_from_the_regression(tmp_path):
+    from reggan.checkpoint import load_synthesizer, read_metadata, save_synthesizer
+
+    torch.manual_seed(0)
+    coarse = torch.rand(2, 3, 32, 32)
+    fine = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(16, 16) * 0.05  # a 1-pixel checkerboard: detail
+    broad = torch.linspace(-0.2, 0.2, 32)[None, :].repeat(32, 1)  # a ramp across the face: shading
+    model = Synthesizer(["happy"], 32, width=8, detail_scale=4)
+    assert torch.allclose(model.detail(coarse + fine, coarse), coarse + fine, atol=1e-6)
+    without_broad = model.detail(coarse + broad, coarse)
+    assert (without_broad - coarse).abs()[..., 4:-4, 4:-4].max() < 0.01  # away from the border's half-blocks
+    assert (without_broad - coarse).abs().max() < 0.05 < broad.abs().max()
+    assert torch.equal(Synthesizer(["happy"], 32, width=8).detail(coarse + broad, coarse), coarse + broad)
+    # Stored with the model; checkpoints written before the setting keep the refiner's change whole (0).
+    path = save_synthesizer(tmp_path / "m.safetensors", model)
+    assert read_metadata(path)["detail_scale"] == 4 and load_synthesizer(path).detail_scale == 4
+
+
 def test_a_black_and_white_face_gets_a_grey_change_whatever_the_colour_setting():
     model = Synthesizer(["happy"], 32, width=8, change_chroma=1.0)
     model.edit_mask.fill_(1.0)

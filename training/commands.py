@@ -60,13 +60,14 @@ def run_train(args, config):
     from training.train_refiner import on_stage1, train_refiner
 
     refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
-                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder")
+                   "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder", "detail_scale")
     config = with_overrides(config, "refine", {key: getattr(args, key) for key in refine_keys})
     device = args.device or config["runtime"]["device"]
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
     stage1 = load_synthesizer(regression_path)
-    synthesizer = on_stage1(stage1, args.generator, config["refine"].get("decoder", "resize"))
+    synthesizer = on_stage1(stage1, args.generator, config["refine"].get("decoder", "resize"),
+                            config["refine"].get("detail_scale", 0))
     if args.init_refiner:
         try:
             synthesizer.refiner.load_state_dict(refiner_weights(resolve_path(args.init_refiner)))
@@ -177,7 +178,7 @@ def run_eval(args, config):
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
         smoothing = config["edit"]["smoothing"]  # scored as the tool delivers video
         keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, smoothing=smoothing,
-                                            max_frames=args.video_frames))
+                                            max_frames=args.video_frames, unsmoothed=("RegGAN (full)",)))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
         moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, _ in held_out_faces]
         keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker, smoothing=smoothing))

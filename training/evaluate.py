@@ -184,22 +184,32 @@ def summarise_simple(per_job: list[dict]) -> dict:
 
 def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float, expression: str, smoothing: float):
     """Every frame through a fresh frame processor, smoothing as the tool is configured ([edit].smoothing) ->
-    (outputs, face masks)  # RGB uint8, bool [H, W] each."""
+    (outputs, face masks, aligned output faces)  # RGB uint8, bool [H, W] each, [R, R, 3] per frame with a face."""
     from live.control import ExpressionController
     from live.processor import FrameProcessor
     from live.tracker import FaceTracker
 
     processor = FrameProcessor(FaceTracker(tracker_backend, detect_every=10), backend,
                                ExpressionController(expression, 1.0, 0.0), smoothing=smoothing)
-    outputs, masks = [], []
+    outputs, masks, faces = [], [], []
     for index, frame in enumerate(frames):
         outputs.append(processor.process(frame, index / fps))
         mask = np.zeros(frame.shape[:2], bool)
         for track in processor.tracker.tracks:
             matrix = processor.aligner.matrix_for(track.landmarks)
             mask |= processor.aligner.uncrop(processor.compositor.face, matrix, frame.shape) > 0.5
+        if processor.tracker.tracks:
+            faces.append(processor.aligner.crop(outputs[-1], processor.aligner.matrix_for(
+                processor.tracker.tracks[0].landmarks)))
         masks.append(mask)
-    return outputs, masks
+    return outputs, masks, faces
+
+
+def expression_shown(faces: list[np.ndarray], expression: str, judge) -> float:
+    """The judge's mean probability of ``expression`` over a clip's aligned faces (0 without faces)."""
+    if not faces:
+        return 0.0
+    return float(judge.probabilities(faces)[:, JUDGE_CLASSES.index(expression)].mean())
 
 
 STABLE_REFERENCE = "reference: contrast x1.5 in the face (no flicker by construction)"
@@ -207,21 +217,28 @@ NOISY_REFERENCE = "reference: fresh noise, sigma 3, in the face (flicker by cons
 
 
 def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing: float, expression: str = "happy",
-                     max_frames: int = 120) -> dict:
+                     max_frames: int = 120, unsmoothed: tuple[str, ...] = ()) -> dict:
     """Flicker ratio (output / input, face region) of each method's backend on each clip, and of two reference
-    edits whose answer is known, on the face masks of the first method."""
+    edits whose answer is known, on the face masks of the first method; and how strongly each method shows the
+    expression on the clip (the judge's mean probability of it on the output faces: the smoothing that lowers
+    flicker also softens the change, so the two are read together). Methods named in ``unsmoothed`` are scored
+    once more with the smoothing off."""
     from live.sources import read_clip
     from training.temporal import FlickerMeter, noisy_edit, stable_contrast_edit
 
-    results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # method -> clip -> FlickerMeter.scores
+    judge = ExpressionJudge()
+    runs = [(name, backend, smoothing) for name, backend in backends.items()]
+    runs += [(f"{name}, smoothing off", backends[name], 0.0) for name in unsmoothed]
+    results: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # method -> clip -> scores
     for clip in clips:
         frames, rate = read_clip(clip, max_frames)
         meter = FlickerMeter(frames)
         reference_masks = None
-        for name, backend in backends.items():
-            outputs, masks = process_clip(frames, backend, tracker_backend, rate, expression, smoothing)
+        for name, backend, time_constant in runs:
+            outputs, masks, faces = process_clip(frames, backend, tracker_backend, rate, expression, time_constant)
             reference_masks = reference_masks or masks
-            results[name][Path(clip).name] = meter.scores(outputs, masks)
+            results[name][Path(clip).name] = {**meter.scores(outputs, masks),
+                                              "expression": expression_shown(faces, expression, judge)}
         rng = np.random.default_rng(0)
         results[STABLE_REFERENCE][Path(clip).name] = meter.scores(
             [stable_contrast_edit(f, m) for f, m in zip(frames, reference_masks)], reference_masks)
@@ -231,10 +248,17 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing:
     def summary(per_clip: dict[str, dict[str, float]], score: str) -> dict[str, float]:
         return {clip: scores[score] for clip, scores in per_clip.items()}
 
+    def scored(per_clip: dict[str, dict[str, float]], score: str) -> dict:
+        if not all(score in scores for scores in per_clip.values()):
+            return {}
+        return {f"per_clip_{score}": summary(per_clip, score),
+                f"mean_{score}": float(np.mean([s[score] for s in per_clip.values()]))}
+
     return {name: {"per_clip": summary(per_clip, "flicker"),
                    "mean": float(np.mean([s["flicker"] for s in per_clip.values()])),
                    "per_clip_equal_contrast": summary(per_clip, "flicker_equal_contrast"),
-                   "mean_equal_contrast": float(np.mean([s["flicker_equal_contrast"] for s in per_clip.values()]))}
+                   "mean_equal_contrast": float(np.mean([s["flicker_equal_contrast"] for s in per_clip.values()])),
+                   **scored(per_clip, "expression")}
             for name, per_clip in results.items()}
 
 
@@ -255,7 +279,7 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
         meter = FlickerMeter(frames)
         for name, backend in backends.items():
             exact = moving_clip(PhotoEditor(backend, tracker_backend).edit(still, expression), frames_each, seed=index)
-            outputs, masks = process_clip(frames, backend, tracker_backend, 30.0, expression, smoothing)
+            outputs, masks, _ = process_clip(frames, backend, tracker_backend, 30.0, expression, smoothing)
             scores[name]["flicker"].append(meter.ratio(outputs, masks))
             scores[name]["flicker_of_exact_answer"].append(meter.ratio(exact, masks))
             scores[name]["error_to_exact_answer"].append(float(np.mean(
@@ -407,6 +431,14 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
                       "input. Contrast alone no longer counts; change over time that the input's motion does not "
                       "explain still does.\n",
                       flicker_table(flicker, "per_clip_equal_contrast", "mean_equal_contrast")]
+        shown = {name: scores for name, scores in flicker.items() if "per_clip_expression" in scores}
+        if shown:
+            parts += ["### The expression on video\n",
+                      "The judge's mean probability of the target expression on each clip's output faces (aligned "
+                      "crops, every frame with a face). The video smoothing that lowers flicker also softens the "
+                      "change, so read this with the flicker above; a row marked \"smoothing off\" is the same model "
+                      "with every frame's change as synthesized.\n",
+                      flicker_table(shown, "per_clip_expression", "mean_expression")]
     if "synthetic_motion" in results:
         synthetic = results["synthetic_motion"]
         parts += ["### Synthetic head motion, answer known\n",

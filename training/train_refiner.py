@@ -65,12 +65,13 @@ class PairBank:
         return neutral, target, self.label[picks]
 
 
-def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize") -> Synthesizer:
+def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize", detail_scale: int = 0) -> Synthesizer:
     """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp, regression layer and
     familiarity gate (the gate decides where the refiner's change may go, so training without it would train for a
     different composition than the saved model delivers, and the saved model would have it open everywhere)."""
     synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
-                              generator=generator, decoder=decoder, change_chroma=stage1.change_chroma)
+                              generator=generator, decoder=decoder, change_chroma=stage1.change_chroma,
+                              detail_scale=detail_scale)
     for stage in ("warp", "regression", "familiarity"):
         getattr(synthesizer, stage).load_state_dict(getattr(stage1, stage).state_dict())
     return synthesizer
@@ -120,8 +121,8 @@ class RefinerTraining:
             anchor = self.synthesizer.compose(warped, coarse, strength, gate)  # the regression-only output
         with self.autocast:
             # Scored as the Synthesizer delivers it: refined appearance inside the face mask, on the warped face.
-            fake = self.synthesizer.compose(warped, self.generator_refiner(warped, coarse, label).float(), strength,
-                                            gate)
+            refined = self.synthesizer.detail(self.generator_refiner(warped, coarse, label).float(), coarse)
+            fake = self.synthesizer.compose(warped, refined, strength, gate)
             # Discriminator: real expressive photos and real neutral photos are real; refined faces are fake.
             real_logits, real_classes = self.judged(torch.cat([target, neutral]))
             fake_logits, _ = self.judged(fake.detach())
