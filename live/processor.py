@@ -56,8 +56,8 @@ class FrameProcessor:
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.repeats = RepeatedFrames(self.aligner)
         # Synthesize every Nth frame only; between, the last change is carried along the faces' optical flow. The
-        # smoothing carries it anyway, so this trades little (1-1.6 grey levels on the evaluation clips at N = 2)
-        # for up to N times less synthesis.
+        # smoothing carries it anyway, so this trades little for up to N times less synthesis: at N = 2 on the
+        # evaluation clips, 1-1.6 grey levels and a softer expression (each carry blurs the change a little).
         self.synthesize_every = max(int(synthesize_every), 1)
         self.carried_frames = 0  # frames since the last synthesis
         self.controller = controller

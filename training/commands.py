@@ -92,6 +92,8 @@ def open_mouths(prepared: Path, resolution: int):
     """Prepared crop path -> its keep mask (reggan/open_mouth.py) from the landmarks `reggan prepare` stored, so the
     evaluation feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand)
     keeps nothing."""
+    import functools
+
     import numpy as np
 
     from reggan.open_mouth import open_mouth_mask
@@ -102,11 +104,14 @@ def open_mouths(prepared: Path, resolution: int):
     except FileNotFoundError:
         landmarks = {}
 
+    # Each neutral photo is asked for once per method and expression: its mask is drawn once.
+    @functools.lru_cache(maxsize=None)
     def keep_of(path) -> np.ndarray:
         points = landmarks.get(Path(path))
-        if points is None:
-            return np.zeros((resolution, resolution), np.float32)
-        return open_mouth_mask(np.asarray(points), resolution)
+        mask = (np.zeros((resolution, resolution), np.float32) if points is None
+                else open_mouth_mask(np.asarray(points), resolution))
+        mask.setflags(write=False)  # shared by every caller from now on
+        return mask
 
     return keep_of
 
