@@ -227,11 +227,14 @@ def main() -> None:
         key, value = assignment.split("=", 1)
         settings[key] = type(settings[key])(value)  # same type as the config's value; unknown keys fail here
     decoder = args.decoder or settings["decoder"]  # one source for the run: --set decoder=... counts too
-    synthesizer = on_stage1(load_synthesizer(args.regression), decoder=decoder).cuda().train()
+    # Trained as it will be composed: the refiner's change kept finer than [refine].detail_scale only.
+    synthesizer = on_stage1(load_synthesizer(args.regression), decoder=decoder,
+                            detail_scale=settings.get("detail_scale", 0)).cuda().train()
     work = Path(tempfile.mkdtemp(prefix="refine_"))  # its own folder: two trainings may share the GPU
 
     def keep_refiner(model, step):
-        save_generator(model, out / "refiner.safetensors", step=step, card=card, decoder=decoder)
+        save_generator(model, out / "refiner.safetensors", step=step, card=card, decoder=decoder,
+                       detail_scale=model.detail_scale)
         if step % args.snapshot_every == 0:  # earlier steps kept too: longer adversarial training is not always better
             shutil.copy(out / "refiner.safetensors", out / f"refiner_{step}.safetensors")
 

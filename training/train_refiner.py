@@ -65,7 +65,8 @@ class PairBank:
         return neutral, target, self.label[picks]
 
 
-def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize", detail_scale: int = 0) -> Synthesizer:
+def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize",
+              detail_scale: int = 0) -> Synthesizer:
     """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp, regression layer and
     familiarity gate (the gate decides where the refiner's change may go, so training without it would train for a
     different composition than the saved model delivers, and the saved model would have it open everywhere)."""
