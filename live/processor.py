@@ -25,7 +25,7 @@ class SynthesisStage:
 
     def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]],
                  keeps: list[np.ndarray]) -> list[np.ndarray]:
-        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/open_mouth.py) ->
+        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py) ->
         synthesized float32 crops (0-255)."""
         active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
                   if name != "neutral" and w > 0]

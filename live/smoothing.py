@@ -11,7 +11,7 @@ with the new one: the change follows the skin it was painted on, and the network
 averaged away. Where that flow cannot be trusted, the change is taken as synthesized:
 - where the previous crop, moved by the flow, does not match the current one (a hand passing, a blink): the change
   there belongs to something that was not there before;
-- inside an open mouth (the ``keep`` mask, reggan/open_mouth.py): the synthesizer leaves it unpainted, and a change
+- inside an open mouth or over closed eyes (the ``keep`` mask, reggan/keep.py): the synthesizer leaves it unpainted, and a change
   carried in from the lips would paint them over it;
 - while the target expression moves (a ramp between expressions or intensities): the change is meant to move then;
 - on a new track or a cut.

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from reggan.open_mouth import open_mouth_mask
+from reggan.keep import keep_mask
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
 # or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
@@ -61,7 +61,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 @dataclass
 class PlacedFace:
     """Where a face sits (image -> crop matrix  # [2, 3]) and what of its crop the networks must leave as warped
-    (``keep``  # [R, R] in [0, 1]: its open mouth, reggan/open_mouth.py)."""
+    (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py)."""
 
     matrix: np.ndarray
     keep: np.ndarray
@@ -82,7 +82,7 @@ class Aligner:
     def place(self, landmarks: np.ndarray) -> PlacedFace:
         """A face's matrix and keep mask from its landmarks  # [68, 2] in image coordinates."""
         matrix = self.matrix_for(landmarks)
-        return PlacedFace(matrix, open_mouth_mask(transform_points(landmarks, matrix), self.resolution))
+        return PlacedFace(matrix, keep_mask(transform_points(landmarks, matrix), self.resolution))
 
     def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The aligned face  # [R, R, 3] uint8."""

@@ -186,7 +186,7 @@ class Synthesizer(nn.Module):
         """face  # [B, 3, R, R] in [0, 1]; expression  # [B] int64; intensity  # [B] float -> [B, 3, R, R].
 
         keep  # [B, 1, R, R] in [0, 1], optional: where the caller knows the face must only be warped, not painted
-        (an open mouth: reggan/open_mouth.py)."""
+        (an open mouth, closed eyes: reggan/keep.py)."""
         if not self.use_refiner:
             return self.coarse_only(face, expression, intensity, keep)
         strength = self.strength(expression, intensity)

@@ -88,15 +88,15 @@ def run_train(args, config):
     print(f"wrote {out}")
 
 
-def open_mouths(prepared: Path, resolution: int):
-    """Prepared crop path -> its keep mask (reggan/open_mouth.py) from the landmarks `reggan prepare` stored, so the
+def keep_masks(prepared: Path, resolution: int):
+    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) from the landmarks `reggan prepare` stored, so the
     evaluation feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand)
     keeps nothing."""
     import functools
 
     import numpy as np
 
-    from reggan.open_mouth import open_mouth_mask
+    from reggan.keep import keep_mask
     from training.prepare import read_landmarks
 
     try:
@@ -109,7 +109,7 @@ def open_mouths(prepared: Path, resolution: int):
     def keep_of(path) -> np.ndarray:
         points = landmarks.get(Path(path))
         mask = (np.zeros((resolution, resolution), np.float32) if points is None
-                else open_mouth_mask(np.asarray(points), resolution))
+                else keep_mask(np.asarray(points), resolution))
         mask.setflags(write=False)  # shared by every caller from now on
         return mask
 
@@ -166,7 +166,7 @@ def run_eval(args, config):
     aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
 
-    keep_of = open_mouths(prepared, synthesizer.resolution)
+    keep_of = keep_masks(prepared, synthesizer.resolution)
     keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution, keep_of=keep_of))
     print(ev.markdown_table(results["held_out"]))
     held_out_faces = [(read_rgb(p), keep_of(p)) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]

@@ -30,7 +30,7 @@ from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudg
 
 def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str],
                      keeps: list[np.ndarray], stage="full"):
-    """Aligned uint8 crops + expression names + keep masks (reggan/open_mouth.py, as the tool makes them) ->
+    """Aligned uint8 crops + expression names + keep masks (reggan/keep.py, as the tool makes them) ->
     synthesized uint8 crops (intensity 1).
 
     stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).

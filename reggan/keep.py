@@ -1,0 +1,18 @@
+"""What of an aligned face the networks must leave as warped: the Synthesizer's ``keep`` input.
+
+The networks map a neutral face (mouth closed, eyes open) to an expressive one. Where the face already differs from
+that in a way its landmarks show, they painted the training faces over it: teeth over an open mouth
+(reggan/open_mouth.py), open eyes over closed lids (reggan/closed_eyes.py). There the face is only warped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reggan.closed_eyes import closed_eyes_mask
+from reggan.open_mouth import open_mouth_mask
+
+
+def keep_mask(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Landmarks in crop coordinates  # [68, 2] -> where the networks must paint nothing  # [R, R] float32 in [0, 1]."""
+    return np.maximum(open_mouth_mask(points, resolution), closed_eyes_mask(points, resolution))
