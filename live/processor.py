@@ -93,7 +93,7 @@ class FrameProcessor:
         if smoothed is None:
             synthesized = self.synthesize(crops, weights, [face.keep for face in faces])
             clock = self._timed("synthesize", clock)
-            smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.open_mouth, steady)
+            smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.keep, steady)
                         for track, face, crop, new in zip(tracks, faces, crops, synthesized)]
         clock = self._timed("smooth", clock)
         result = frame

@@ -11,10 +11,8 @@ with the new one: the change follows the skin it was painted on, and the network
 averaged away. Where that flow cannot be trusted, the change is taken as synthesized:
 - where the previous crop, moved by the flow, does not match the current one (a hand passing, a blink): the change
   there belongs to something that was not there before;
-- inside an open mouth (``open_mouth``, reggan/open_mouth.py): the synthesizer leaves it unpainted, and a change
-  carried in from the lips would paint them over it. Closed eyes, which the synthesizer leaves unpainted too
-  (reggan/closed_eyes.py), are carried as the rest: taking them as synthesized raised the flicker on a clip whose
-  eyes are closed half the time (WolfgangLanger_Pexels.mp4, 1.08 -> 1.11) for nothing seen;
+- inside an open mouth or over closed eyes (the ``keep`` mask, reggan/keep.py): the synthesizer leaves it unpainted, and a change
+  carried in from the lips would paint them over it;
 - while the target expression moves (a ramp between expressions or intensities): the change is meant to move then;
 - on a new track or a cut.
 """
@@ -50,7 +48,7 @@ class ChangeSmoother:
 
     def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float, fresh: bool,
                  keep: np.ndarray | None = None, steady: bool = True) -> np.ndarray:
-        """crop  # [R, R, 3] uint8; synthesized  # [R, R, 3] float32 0-255; keep  # [R, R] 0-1 (the open mouth);
+        """crop  # [R, R, 3] uint8; synthesized  # [R, R, 3] float32 0-255; keep  # [R, R] 0-1 (open mouth);
         steady: the target expression is the same as on the previous frame. Returns the smoothed crop."""
         crop_values = crop.astype(np.float32)
         change = synthesized - crop_values

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from reggan.keep import keep_and_open_mouth
+from reggan.keep import keep_mask
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
 # or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
@@ -65,7 +65,6 @@ class PlacedFace:
 
     matrix: np.ndarray
     keep: np.ndarray
-    open_mouth: np.ndarray  # [R, R] in [0, 1]: the part of ``keep`` the video smoothing takes as synthesized
 
 
 class Aligner:
@@ -83,7 +82,7 @@ class Aligner:
     def place(self, landmarks: np.ndarray) -> PlacedFace:
         """A face's matrix and keep mask from its landmarks  # [68, 2] in image coordinates."""
         matrix = self.matrix_for(landmarks)
-        return PlacedFace(matrix, *keep_and_open_mouth(transform_points(landmarks, matrix), self.resolution))
+        return PlacedFace(matrix, keep_mask(transform_points(landmarks, matrix), self.resolution))
 
     def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The aligned face  # [R, R, 3] uint8."""

@@ -13,13 +13,6 @@ from reggan.closed_eyes import closed_eyes_mask
 from reggan.open_mouth import open_mouth_mask
 
 
-def keep_and_open_mouth(points: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks in crop coordinates  # [68, 2] -> where the networks must paint nothing, and the open mouth alone
-    (the video smoothing takes the change as synthesized there, live/smoothing.py)  # [R, R] float32 in [0, 1] each."""
-    mouth = open_mouth_mask(points, resolution)
-    return np.maximum(mouth, closed_eyes_mask(points, resolution)), mouth
-
-
 def keep_mask(points: np.ndarray, resolution: int) -> np.ndarray:
     """Landmarks in crop coordinates  # [68, 2] -> where the networks must paint nothing  # [R, R] float32 in [0, 1]."""
-    return keep_and_open_mouth(points, resolution)[0]
+    return np.maximum(open_mouth_mask(points, resolution), closed_eyes_mask(points, resolution))

@@ -65,5 +65,3 @@ def test_the_keep_mask_joins_an_open_mouth_and_closed_eyes_and_the_aligner_uses_
     assert np.array_equal(keep_mask(points, SIZE), expected)
     placed = Aligner(SIZE).place(points * 2.0 + [100.0, 50.0])  # in a photo: twice as large, shifted
     assert np.allclose(placed.keep, expected, atol=0.02)
-    # The video smoothing takes the change as synthesized in the open mouth only (live/smoothing.py).
-    assert np.allclose(placed.open_mouth, open_mouth_mask(points, SIZE), atol=0.02)
