@@ -11,8 +11,10 @@ with the new one: the change follows the skin it was painted on, and the network
 averaged away. Where that flow cannot be trusted, the change is taken as synthesized:
 - where the previous crop, moved by the flow, does not match the current one (a hand passing, a blink): the change
   there belongs to something that was not there before;
-- inside an open mouth or over closed eyes (the ``keep`` mask, reggan/keep.py): the synthesizer leaves it unpainted, and a change
-  carried in from the lips would paint them over it;
+- inside an open mouth or over closed eyes (the ``keep`` mask, reggan/keep.py): the synthesizer leaves them
+  unpainted, and a change carried in would paint them again (the lips over the opening; an open eye, painted while
+  the eyes were open, over lids closing slowly: d3.mp4 kept its ghost irises so, for 1.11 instead of 1.08 flicker
+  on a clip whose eyes are closed half the time);
 - while the target expression moves (a ramp between expressions or intensities): the change is meant to move then;
 - on a new track or a cut.
 """
