@@ -10,8 +10,9 @@ for surprise) and nothing is painted.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from reggan.open_mouth import feathered_region
 
 # Openness of an eye = mean lid gap / eye width (the "eye aspect ratio"). Of the 121 training neutral photos the
 # less open eye is never under 0.153 (1st percentile 0.169, median 0.307), and open eyes on the evaluation clips stay
@@ -38,29 +39,15 @@ def eye_openness(points: np.ndarray, eye: list[int]) -> float:
 def closed_eyes_mask(points: np.ndarray, resolution: int) -> np.ndarray:
     """Landmarks in crop coordinates  # [68, 2] -> where to leave the face as warped  # [R, R] float32 in [0, 1]
     (all zero while both eyes are open)."""
-    mask = np.zeros((resolution, resolution), np.float32)
     # The less open eye decides for both: eyes close and look down together, and one eye's landmarks are often less
     # sure than the other's (on d3.mp4 one read 0.12 where the other read 0.15, both lids down).
     openness = min(eye_openness(points, eye) for eye in EYES)
     weight = np.clip((OPEN_FROM - openness) / (OPEN_FROM - CLOSED_AT), 0.0, 1.0)
     if weight == 0.0:
-        return mask
+        return np.zeros((resolution, resolution), np.float32)
+    masks = []
     for eye in EYES:
-        outline = points[eye]
-        width = float(np.linalg.norm(outline[0] - outline[3]))
-        grow, feather = max(int(round(GROW * width)), 1), max(FEATHER * width, 0.5)
-        # Drawn in a window around the eye only, as the open mouth is.
-        margin = grow + int(np.ceil(4 * feather)) + 2
-        (left, top), (right, bottom) = outline.min(0), outline.max(0)
-        left, top = max(int(left) - margin, 0), max(int(top) - margin, 0)
-        right, bottom = min(int(right) + margin + 1, resolution), min(int(bottom) + margin + 1, resolution)
-        if right <= left or bottom <= top:  # the eye lies outside the crop
-            continue
-        window = np.zeros((bottom - top, right - left), np.float32)
-        corners = np.round((outline - [left, top]) * 16).astype(np.int32)
-        cv2.fillPoly(window, [corners], 1.0, cv2.LINE_AA, shift=4)
-        cv2.polylines(window, [corners], True, 1.0, 1, cv2.LINE_AA, shift=4)  # a closed eye's outline is a line
-        window = cv2.dilate(window, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-        window = cv2.GaussianBlur(window, (0, 0), feather, borderType=cv2.BORDER_CONSTANT) * np.float32(weight)
-        mask[top:bottom, left:right] = np.maximum(mask[top:bottom, left:right], window)
-    return mask
+        width = float(np.linalg.norm(points[eye[0]] - points[eye[3]]))
+        # with_edge: a closed eye's outline is a line
+        masks.append(feathered_region(points[eye], resolution, GROW * width, FEATHER * width, with_edge=True))
+    return np.maximum(*masks) * np.float32(weight)
