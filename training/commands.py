@@ -89,9 +89,9 @@ def run_train(args, config):
 
 
 def keep_masks(prepared: Path, resolution: int):
-    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) from the landmarks `reggan prepare` stored, so the
-    evaluation feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand)
-    keeps nothing."""
+    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) from the landmarks `reggan
+    prepare` stored, so the evaluation feeds the model what the tool would. A crop without stored landmarks (a
+    folder assembled by hand) keeps nothing."""
     import functools
 
     import numpy as np

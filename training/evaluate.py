@@ -194,13 +194,12 @@ def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float,
     outputs, masks, faces = [], [], []
     for index, frame in enumerate(frames):
         outputs.append(processor.process(frame, index / fps))
+        matrices = [processor.aligner.matrix_for(track.landmarks) for track in processor.tracker.tracks]
         mask = np.zeros(frame.shape[:2], bool)
-        for track in processor.tracker.tracks:
-            matrix = processor.aligner.matrix_for(track.landmarks)
+        for matrix in matrices:
             mask |= processor.aligner.uncrop(processor.compositor.face, matrix, frame.shape) > 0.5
-        if processor.tracker.tracks:
-            faces.append(processor.aligner.crop(outputs[-1], processor.aligner.matrix_for(
-                processor.tracker.tracks[0].landmarks)))
+        if matrices:
+            faces.append(processor.aligner.crop(outputs[-1], matrices[0]))
         masks.append(mask)
     return outputs, masks, faces
 
