@@ -15,7 +15,7 @@ Losses (weights in config.toml [refine]):
                  refined image is the warped photo, which the refiner cannot change, so a discriminator shown the
                  whole crop won on the warp's resampling there and its gradient drove the refiner to colour mosaics
                  inside the face (seen in three H200 runs, with either decoder and without the class term).
-Runs the same on CPU and CUDA (bf16 autocast there); under torchrun each process trains on its own shard of the
+Runs the same on CPU and CUDA (bf16 autocast on CUDA and on CPUs with AMX tiles); under torchrun each process trains on its own shard of the
 batch with DistributedDataParallel.
 """
 
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from reggan.backends import cpu_has_fast_bf16
 from reggan.images import read_rgb, write_rgb
 from reggan.networks import Discriminator, Synthesizer
 
@@ -105,9 +106,10 @@ class RefinerTraining:
         self.optimizer_g = torch.optim.Adam(self.refiner.parameters(), settings["lr_generator"], betas=betas)
         self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), settings["lr_discriminator"], betas=betas)
         self.step_count = 0
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-            "cpu", enabled=False
-        )
+        # bfloat16 on CUDA, and on CPUs with AMX tiles, where it runs natively: a step at batch 8 on 2 such cores
+        # took 2.6 s in FP32 and 1.1 s so. Elsewhere a CPU emulates bfloat16 (slower than FP32), so FP32 there.
+        fast_bf16 = device.type == "cuda" or cpu_has_fast_bf16()
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_bf16)
 
     def judged(self, images: torch.Tensor):
         """The discriminator's view: the face region only, the rest a flat grey."""
