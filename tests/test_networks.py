@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from reggan.networks import Discriminator, Refiner, StarGANGenerator, Synthesizer
@@ -107,7 +108,11 @@ def test_neutral_returns_the_input_and_intensity_blends_without_a_warp():
     assert torch.allclose(half[unclamped], ((faces + full) / 2)[unclamped], atol=1e-5)
 
 
-def test_a_few_training_steps_lower_the_loss():
+@pytest.mark.parametrize("bf16_cpu", [False, True], ids=["fp32", "bf16"])
+def test_a_few_training_steps_lower_the_loss(bf16_cpu, monkeypatch):
+    # On a CPU with AMX tiles training runs under bfloat16 autocast, elsewhere in FP32: both must learn. (Where the
+    # CPU lacks AMX the bf16 case is emulated: slower, but the same arithmetic.)
+    monkeypatch.setattr("training.train_refiner.cpu_has_fast_bf16", lambda: bf16_cpu)
     torch.manual_seed(0)
     resolution = 32
     model = Synthesizer(["happy"], resolution, width=8)
@@ -115,6 +120,7 @@ def test_a_few_training_steps_lower_the_loss():
                 "loss_l1": 10.0, "loss_coarse": 1.0, "coarse_pool": 4, "loss_identity": 1.0,
                 "discriminator_width": 8}
     training = RefinerTraining(model, settings, torch.device("cpu"))
+    assert training.autocast.fast_dtype == torch.bfloat16 and training.autocast._enabled == bf16_cpu
     generator = torch.Generator().manual_seed(0)
     neutral = torch.rand(8, 3, resolution, resolution, generator=generator)
     # A fixed, learnable change inside the face (the Synthesizer leaves everything outside its face mask alone).
