@@ -3,8 +3,8 @@ parity, synthesizer throughput / latency at batch 1, 8 and 32, the product's own
 graphs, numpy in and out) against its eager path, and end-to-end 1280x720 file processing through the frame loop.
 
 The end-to-end run uses the real dlib tracker and H.264 encoder when dlib and PyAV are installed on the GPU machine;
-without dlib it feeds the tracker the known landmarks of a synthetic moving face (timed as "track", near zero) and
-says so, so the other stages are still measured.
+without dlib it feeds the tracker the known landmarks of a synthetic moving face (its tracking stages then time near
+zero) and says so, so the other stages are still measured.
 
     python benchmarks/gpu_check.py --regression cache/regression_fp16.safetensors --prepared cache/prepared \
         --out OUT_DIR --train-minutes 6

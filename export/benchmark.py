@@ -82,7 +82,6 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
 
     timings: dict[str, list[float]] = {"decode": [], "encode": []}
     processor.record_timings = True
-    detect, follow = [], []
     processed = 0
     scratch = Path(tempfile.gettempdir()) / f"reggan-bench-{os.getpid()}.mp4"  # encoded only to time the encoder
     started = time.perf_counter()
@@ -98,18 +97,15 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
             if resize:
                 frame = cv2.resize(frame, resize, interpolation=cv2.INTER_LINEAR)
             timings["decode"].append((time.perf_counter() - clock) * 1000)
-            before = len(processor.timings["track"])
             out = processor.process(frame, processed / 30.0)
-            if len(processor.timings["track"]) > before:  # a repeated frame is not tracked (live/smoothing.py)
-                (detect if processor.tracker.detected_last_frame else follow).append(processor.timings["track"][before])
             clock = time.perf_counter()
             sink.write(out)
             timings["encode"].append((time.perf_counter() - clock) * 1000)
             processed += 1
     scratch.unlink(missing_ok=True)
     total = time.perf_counter() - started
-    stages = {"decode": timings["decode"], "track: detect + landmarks": detect, "track: landmarks only": follow}
-    for name in ("align", "synthesize", "smooth", "composite"):
+    stages = {"decode": timings["decode"]}
+    for name in ("track: detect + landmarks", "track: landmarks only", "align", "synthesize", "smooth", "composite"):
         stages[name] = processor.timings[name]
     if processor.timings["repeat"]:
         stages["repeated frame: last change pasted again"] = processor.timings["repeat"]

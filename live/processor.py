@@ -79,7 +79,9 @@ class FrameProcessor:
             self._timed("repeat", clock)
             return repeated
         tracks = self.tracker.update(frame, timestamp)
-        clock = self._timed("track", clock)
+        # Detection runs every Nth frame and costs several times a landmark fit: timed apart, so a mean means something.
+        clock = self._timed("track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only",
+                            clock)
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
             self.repeats.forget()
