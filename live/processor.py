@@ -80,8 +80,8 @@ class FrameProcessor:
             return repeated
         tracks = self.tracker.update(frame, timestamp)
         # Detection runs every Nth frame and costs several times a landmark fit: timed apart, so a mean means something.
-        clock = self._timed("track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only",
-                            clock)
+        stage = "track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only"
+        clock = self._timed(stage, clock)
         self.smoother.forget_except({track.identity for track in tracks})
         if not tracks:
             self.repeats.forget()

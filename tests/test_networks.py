@@ -120,7 +120,9 @@ def test_a_few_training_steps_lower_the_loss(bf16_cpu, monkeypatch):
                 "loss_l1": 10.0, "loss_coarse": 1.0, "coarse_pool": 4, "loss_identity": 1.0,
                 "discriminator_width": 8}
     training = RefinerTraining(model, settings, torch.device("cpu"))
-    assert training.autocast.fast_dtype == torch.bfloat16 and training.autocast._enabled == bf16_cpu
+    with training.autocast:  # what the training steps compute in
+        computed_in = torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype
+    assert computed_in == (torch.bfloat16 if bf16_cpu else torch.float32)
     generator = torch.Generator().manual_seed(0)
     neutral = torch.rand(8, 3, resolution, resolution, generator=generator)
     # A fixed, learnable change inside the face (the Synthesizer leaves everything outside its face mask alone).
