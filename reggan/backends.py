@@ -5,7 +5,8 @@ optionally float32 ``keep`` masks [B, 1, R, R] (where the face is only warped: a
 returns float32 [B, 3, R, R]. ``auto`` picks the fastest one present and says which.
 
   torch        PyTorch: CUDA with FP16 weights, channels-last memory and CUDA graphs; CPU in FP32, or in bfloat16
-               where the CPU has AMX tiles (measured 4x faster at batch 1, max error 0.91/255)
+               where the CPU computes bfloat16 in hardware (AMX or AVX-512 BF16: about 2x faster at batch 1 than FP32,
+               max error 0.91/255)
   onnxruntime  an exported ONNX graph; uses the CUDA / TensorRT providers when the installed build has them
   tensorrt     a TensorRT engine built by ``reggan export tensorrt`` (NVIDIA GPUs)
 """
@@ -30,10 +31,12 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def cpu_has_fast_bf16() -> bool:
-    """AMX tiles (Intel Xeon 4th generation and later) run bfloat16 convolutions natively; elsewhere bfloat16 is
-    emulated and slower than FP32, so it is only worth choosing here."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if probe is not None else False
+    """Whether this CPU computes bfloat16 dot products in hardware: AMX tiles (Intel Xeon 4th generation and later)
+    or AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake). Elsewhere bfloat16 is emulated and slower than FP32.
+    Measured on 2 cores, default model, batch 1: a Xeon with AMX 24 -> 15 ms a face, an AMD EPYC (Zen 4, AVX-512
+    BF16, no AMX) 27 -> 15 ms (docs/benchmarks.md)."""
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -44,7 +47,7 @@ def resolve_precision(precision: str, device: str) -> str:
         if precision == "fp16" and device != "cuda":
             raise BackendUnavailable("fp16 needs --device cuda; on a CPU use bf16 or fp32")
         if precision == "bf16" and device == "cuda":
-            raise BackendUnavailable("bf16 is the CPU path (AMX); on CUDA use fp16 or fp32")
+            raise BackendUnavailable("bf16 is the CPU path (AMX, AVX-512 BF16); on CUDA use fp16 or fp32")
         return precision
     if device == "cuda":
         return "fp16"  # measured max error 1.2/255 against FP32 on an H200 (docs/benchmarks.md)

@@ -14,6 +14,10 @@ from reggan.config import load_config
 from reggan.errors import UserError
 from reggan.from_config import checkpoint_path, clamped_intensity, make_editor
 
+# Spelled out here rather than imported from reggan.backends, which would load torch for `reggan --help`.
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = "[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16, else fp32"
+
 EXAMPLES = {
     "prepare": """examples:
   reggan prepare                                   # the sources listed in config.toml [data]
@@ -127,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
     edit.add_argument("--colour-match", action="store_true", default=None,
                       help="[edit].colour_match: give the synthesized face the input face's colour")
-    edit.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
+    edit.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
 
     evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
     evaluate.add_argument("--prepared", help="prepared data folder")
@@ -156,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--tracker", choices=["dlib", "face-alignment"])
     animate.add_argument("--device", choices=["cpu", "cuda"])
     animate.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    animate.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
+    animate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
 
     export = command("export", "export the synthesizer to ONNX (checked against PyTorch) or a TensorRT engine")
     export.add_argument("format", choices=["onnx", "tensorrt"])
@@ -181,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=200)
     bench.add_argument("--resize", help="WxH: scale the clip's frames first (e.g. 640x480 for the live target)")
     bench.add_argument("--backend", default="auto", help="backend for the frame-loop timing")
-    bench.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
+    bench.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
     bench.add_argument("--live", action="store_true", help="also replay --video as a 30 fps camera through the live loop")
     bench.add_argument("--synthesize-every", type=int,
@@ -203,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--checkpoint")
         sub.add_argument("--tracker", choices=["dlib", "face-alignment"])
         sub.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-        sub.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                         help="[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX, else fp32")
+        sub.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
         sub.add_argument("--device", choices=["cpu", "cuda"])
 
     video = command("video", "change the expression in a video file, keeping its audio in sync")

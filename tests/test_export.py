@@ -89,7 +89,7 @@ def test_auto_backend_exports_on_first_use_and_says_which(small_model, tmp_path,
     assert list(cache_dir.glob("*/synthesizer.onnx"))
 
 
-def test_auto_prefers_torch_bfloat16_only_on_cpus_with_amx(small_model, tmp_path, cache_dir, capsys):
+def test_auto_prefers_torch_bfloat16_only_on_cpus_with_it_in_hardware(small_model, tmp_path, cache_dir, capsys):
     checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
     backend = make_backend("auto", small_model, checkpoint, "cpu")
     expected = ("torch", "bf16") if cpu_has_fast_bf16() else ("onnxruntime", None)

@@ -110,8 +110,8 @@ def test_neutral_returns_the_input_and_intensity_blends_without_a_warp():
 
 @pytest.mark.parametrize("bf16_cpu", [False, True], ids=["fp32", "bf16"])
 def test_a_few_training_steps_lower_the_loss(bf16_cpu, monkeypatch):
-    # On a CPU with AMX tiles training runs under bfloat16 autocast, elsewhere in FP32: both must learn. (Where the
-    # CPU lacks AMX the bf16 case is emulated: slower, but the same arithmetic.)
+    # On a CPU with bfloat16 in hardware (AMX, AVX-512 BF16) training runs under bfloat16 autocast, elsewhere in
+    # FP32: both must learn. (Where the CPU lacks it the bf16 case is emulated: slower, but the same arithmetic.)
     monkeypatch.setattr("training.train_refiner.cpu_has_fast_bf16", lambda: bf16_cpu)
     torch.manual_seed(0)
     resolution = 32

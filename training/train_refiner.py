@@ -15,7 +15,7 @@ Losses (weights in config.toml [refine]):
                  refined image is the warped photo, which the refiner cannot change, so a discriminator shown the
                  whole crop won on the warp's resampling there and its gradient drove the refiner to colour mosaics
                  inside the face (seen in three H200 runs, with either decoder and without the class term).
-Runs the same on CPU and CUDA (bf16 autocast on CUDA and on CPUs with AMX tiles); under torchrun each process trains
+Runs the same on CPU and CUDA (bf16 autocast on CUDA and on CPUs with bfloat16 in hardware); under torchrun each process trains
 on its own shard of the batch with DistributedDataParallel.
 """
 
@@ -106,8 +106,9 @@ class RefinerTraining:
         self.optimizer_g = torch.optim.Adam(self.refiner.parameters(), settings["lr_generator"], betas=betas)
         self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), settings["lr_discriminator"], betas=betas)
         self.step_count = 0
-        # bfloat16 on CUDA, and on CPUs with AMX tiles, where it runs natively: a step at batch 8 on 2 such cores
-        # took 2.6 s in FP32 and 1.1 s so. Elsewhere a CPU emulates bfloat16 (slower than FP32), so FP32 there.
+        # bfloat16 on CUDA, and on CPUs that compute it in hardware: a step at batch 8 on 2 cores took 2.6 s in FP32
+        # and 1.1 s so with AMX tiles, 3.5 s and 2.0 s with AVX-512 BF16 (AMD EPYC). Elsewhere a CPU emulates
+        # bfloat16 (slower than FP32), so FP32 there.
         fast_bf16 = device.type == "cuda" or cpu_has_fast_bf16()
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_bf16)
 
