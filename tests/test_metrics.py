@@ -115,6 +115,44 @@ def test_report_renders(tmp_path):
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
 
 
+def test_the_verdict_answers_each_target_from_the_numbers(tmp_path):
+    from training.evaluate import verdict, write_report
+
+    def row(ecs, fid, same=1.0):
+        return {"overall": {"ecs_accuracy": ecs, "ecs_probability": ecs, "identity_distance": 0.3,
+                            "same_person_fraction": same, "identity_to_real": 0.4, "l1": 0.08, "ssim": 0.6,
+                            "fid": fid, "kid": 0.01, "niqe": 5.0, "count": 10}, "per_expression": {}}
+
+    def flicker(per_clip):
+        return {"RegGAN (full)": {"per_clip": per_clip, "mean": float(np.mean(list(per_clip.values())))}}
+
+    # Ahead of the regression-only and a baseline row on both; copy-the-input (better FID here) is not a rival.
+    rows = {"copy-the-input": row(0.0, 10.0), "regression only": row(0.5, 40.0), "RegGAN (full)": row(0.6, 39.0),
+            "StarGAN-style": row(0.2, 45.0)}
+    ahead = {"held_out": {"pairs": 10, "methods": rows},
+             "flicker": flicker({"a.mp4": 1.05, "b.mp4": 1.08})}
+    assert [met for _, met in verdict(ahead)] == [True, True, True, True]
+    text = write_report(ahead, tmp_path / "ahead", "reggan eval", "test machine",
+                        shortfall_note="see the card").read_text()
+    assert "## Verdict" in text and "**no**" not in text and "see the card" not in text
+    assert text.index("## Verdict") < text.index("## Held-out people")
+
+    # Behind the regression-only row on ECS, one clip over the flicker target, one output another person.
+    behind = {"held_out": {"pairs": 10, "methods": {"regression only": row(0.55, 38.7),
+                                                    "RegGAN (full)": row(0.526, 39.1, same=0.9)}},
+              "flicker": flicker({"a.mp4": 1.05, "d20.mp4": 1.213})}
+    assert [met for _, met in verdict(behind)] == [False, False, False, False]
+    text = write_report(behind, tmp_path / "behind", "reggan eval", "test machine",
+                        shortfall_note="see the card").read_text()
+    assert "ahead of regression only (0.526 vs 0.550): **no**" in text and "d20.mp4 1.213" in text
+    assert "a.mp4 1.050" not in text and "see the card" in text
+
+    # Without FID (--no-distribution) and without clips: said so, not counted as met or missed.
+    unmeasured = {"held_out": {"pairs": 10, "methods": {"RegGAN (full)": row(0.6, 0.0)}}}
+    del unmeasured["held_out"]["methods"]["RegGAN (full)"]["overall"]["fid"]
+    assert [met for _, met in verdict(unmeasured)] == [None, None, True]
+
+
 def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):
     from training.evaluate import markdown_table, optional_qualiclip
 

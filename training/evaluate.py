@@ -47,6 +47,9 @@ def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressi
     return list((out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8))
 
 
+FULL = "RegGAN (full)"  # the method every other row is compared with (``verdict``)
+
+
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
     """Method name -> function(crops, expressions, keeps) -> crops. The warp-only row is there when the model has a
     warp."""
@@ -54,7 +57,7 @@ def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = No
     if torch.count_nonzero(reggan.warp.field):
         methods["warp only"] = partial(synthesize_batch, reggan, stage="warp")
     methods |= {"regression only": partial(synthesize_batch, reggan, stage="regression"),
-                "RegGAN (full)": partial(synthesize_batch, reggan)}
+                FULL: partial(synthesize_batch, reggan)}
     for name, model in (extra or {}).items():
         methods[name] = partial(synthesize_batch, model)
     return methods
@@ -382,15 +385,69 @@ def flicker_table(flicker: dict, per_clip: str, mean: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Rows the full model is not measured against in the verdict: the input itself and the ablation below the
+# regression layer. The regression-only row and every --baseline row are.
+NOT_COMPETITORS = {"copy-the-input", "warp only", FULL}
+FLICKER_TARGET = 1.1
+
+
+def verdict(results: dict) -> list[tuple[str, bool | None]]:
+    """The targets this project set the full model, each answered from the numbers in ``results``: ahead of every
+    competing row on ECS accuracy and FID, every output the same person, flicker at most FLICKER_TARGET on every
+    clip. A plain answer on top of the report, so a miss cannot hide in the tables. (Markdown line, met) pairs;
+    met is None where this run did not measure it."""
+    methods = results["held_out"]["methods"]
+    if FULL not in methods:
+        return []
+    full = methods[FULL]["overall"]
+    rivals = {name: scores["overall"] for name, scores in methods.items() if name not in NOT_COMPETITORS}
+
+    def compared(key: str, title: str, fmt: str, higher_is_better: bool) -> tuple[str, bool | None]:
+        if key not in full or not rivals:
+            return f"- {title}: not measured in this run, or no other model to compare with.", None
+        answers, met = [], True
+        for name, scores in rivals.items():
+            ahead = full[key] > scores[key] if higher_is_better else full[key] < scores[key]
+            met &= ahead
+            answers.append(f"ahead of {name} ({fmt.format(full[key])} vs {fmt.format(scores[key])}): "
+                           + ("yes" if ahead else "**no**"))
+        return f"- {title}: " + "; ".join(answers) + ".", met
+
+    answers = [compared("ecs_accuracy", "ECS accuracy", "{:.3f}", True), compared("fid", "FID (lower is better)", "{:.1f}", False)]
+    same = full["same_person_fraction"] == 1.0
+    answers.append((f"- Identity, every output the same person (distance under {SAME_PERSON_THRESHOLD}): "
+                    f"{'yes' if same else '**no**'} ({full['same_person_fraction']:.0%}, mean distance "
+                    f"{full['identity_distance']:.3f}).", same))
+    flicker = results.get("flicker", {}).get(FULL)
+    if flicker:
+        over = {clip: value for clip, value in sorted(flicker["per_clip"].items()) if value > FLICKER_TARGET}
+        answer = ("**no** (" + ", ".join(f"{clip} {value:.3f}" for clip, value in over.items()) + ")" if over
+                  else f"yes (highest {max(flicker['per_clip'].values()):.3f})")
+        answers.append((f"- Flicker at most {FLICKER_TARGET} on every clip: {answer}.", not over))
+    return answers
+
+
+def verdict_section(results: dict, shortfall_note: str) -> list[str]:
+    answers = verdict(results)
+    if not answers:
+        return []
+    missed = any(met is False for _, met in answers)
+    note = [shortfall_note + "\n"] if missed and shortfall_note else []
+    return ["## Verdict\n", f"The targets for {FULL}, answered from the tables below:\n",
+            "\n".join(line for line, _ in answers) + "\n", *note]
+
+
 def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet: np.ndarray | None = None,
-                 title: str = "reggan eval") -> Path:
-    """eval.md (tables), eval.json (the same numbers) and contact_sheet.png in ``out_dir``."""
+                 title: str = "reggan eval", shortfall_note: str = "") -> Path:
+    """results.md (a verdict, then the tables), results.json (the same numbers) and contact_sheet.png in
+    ``out_dir``. shortfall_note: said under the verdict when a target is missed (where to read what was tried)."""
     from reggan.images import write_rgb
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     held = results["held_out"]
     parts = [f"# {title}\n", f"Command: `{command}`\n", f"Machine: {machine}\n",
+             *verdict_section(results, shortfall_note),
              SPLIT_HEADINGS[results.get("split", "eval")],
              f"{held['pairs']} (neutral photo, expression) pairs of people left out of training. "
              + (f"FID/KID: {held['fid_samples']['outputs']} outputs against {held['fid_samples']['real']} real "
