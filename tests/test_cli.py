@@ -21,6 +21,14 @@ def test_help_has_examples():
     assert "reggan edit photo.jpg --expression happy" in result.stdout
 
 
+def test_the_command_offers_the_precisions_the_backends_know():
+    # The parser spells them out so that `reggan --help` does not load PyTorch; they must not drift apart.
+    import reggan.cli
+    from reggan.backends import PRECISIONS
+
+    assert sorted(reggan.cli.PRECISIONS) == sorted(PRECISIONS)
+
+
 @pytest.mark.parametrize("options", [[], ["--colour-match"]])
 def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path,
                                                          options):
