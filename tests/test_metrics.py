@@ -88,7 +88,7 @@ def test_identical_images_score_zero_l1_and_one_ssim():
 
 
 def test_report_renders(tmp_path):
-    from training.evaluate import write_report
+    from training.report import write_report
 
     method = {"overall": {"ecs_accuracy": 0.5, "ecs_probability": 0.4, "identity_distance": 0.3,
                           "same_person_fraction": 1.0, "identity_to_real": 0.4, "l1": 0.08, "ssim": 0.6,
@@ -116,7 +116,7 @@ def test_report_renders(tmp_path):
 
 
 def test_the_verdict_answers_each_target_from_the_numbers(tmp_path):
-    from training.evaluate import verdict, write_report
+    from training.report import verdict, write_report
 
     def row(ecs, fid, same=1.0):
         return {"overall": {"ecs_accuracy": ecs, "ecs_probability": ecs, "identity_distance": 0.3,
@@ -154,7 +154,8 @@ def test_the_verdict_answers_each_target_from_the_numbers(tmp_path):
 
 
 def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):
-    from training.evaluate import markdown_table, optional_qualiclip
+    from training.evaluate import optional_qualiclip
+    from training.report import markdown_table
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no weights here, whatever the machine
     reason = optional_qualiclip()

@@ -137,6 +137,7 @@ def run_eval(args, config):
     from reggan.images import read_rgb
     from reggan.trackers import make_tracker
     from training import evaluate as ev
+    from training import report
     from training.prepare import read_manifest
 
     out_dir = resolve_path(args.out)
@@ -168,7 +169,7 @@ def run_eval(args, config):
 
     keep_of = keep_masks(prepared, synthesizer.resolution)
     keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution, keep_of=keep_of))
-    print(ev.markdown_table(results["held_out"]))
+    print(report.markdown_table(results["held_out"]))
     held_out_faces = [(read_rgb(p), keep_of(p)) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
 
     ood_paths = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
@@ -195,7 +196,7 @@ def run_eval(args, config):
     # Only the bundled model's misses are written up in the model card; another checkpoint's are for its trainer.
     note = ("What was tried to close these gaps: MODEL_CARD.md (Results, Known limitations)."
             if args.checkpoint is None else "")
-    report = ev.write_report(results, out_dir, "reggan " + shlex.join(sys.argv[1:]), machine, sheet,
-                             shortfall_note=note)
+    written = report.write_report(results, out_dir, "reggan " + shlex.join(sys.argv[1:]), machine, sheet,
+                                  shortfall_note=note)
     (out_dir / "results.partial.json").unlink(missing_ok=True)
-    print(f"wrote {report}")
+    print(f"wrote {written}")
