@@ -2,8 +2,8 @@
 
 File mode never drops a frame: the output has the input's frame count and timestamps, and the audio packets are
 muxed in-process. Live mode keeps only the newest captured frame, so latency stays bounded when processing is
-slower than the camera. Ctrl-C or a failure mid-file stops reading, writes out what was processed, and closes
-the sink properly, so the file on disk is valid and playable up to that point.
+slower than the camera. Ctrl-C (or SIGTERM, SIGHUP: reggan/cli.py) or a failure mid-file stops reading, writes out
+what was processed, and closes the sink properly, so the file on disk is valid and playable up to that point.
 """
 
 from __future__ import annotations

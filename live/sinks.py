@@ -2,8 +2,8 @@
 The live loop's preview window (with its expression hotkeys) is here too: it is shown each output frame.
 
 VideoFileSink encodes with PyAV into ``NAME.partial.EXT`` and renames to the final name only once the container
-is finalised, so an interrupted run (Ctrl-C, an exception) still leaves a valid, playable file with every frame
-written so far, and never a half-written file under the final name.
+is finalised, so an interrupted run (Ctrl-C, SIGTERM, an exception) still leaves a valid, playable file with every
+frame written so far, and never a half-written file under the final name.
 """
 
 from __future__ import annotations

@@ -281,8 +281,30 @@ def handler(command: str):
     return getattr(importlib.import_module(module), function)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be: ``kill``, a closed terminal or a stopping
+    container then finalise the output file the same way, instead of killing the process with its video half-muxed
+    (an MP4 without its index does not play)."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def stop_cleanly_on_termination() -> None:
+    import signal
+
+    def raise_terminated(signal_number, frame):
+        raise Terminated(signal_number)
+
+    for name in ("SIGTERM", "SIGHUP"):  # SIGHUP does not exist on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_cleanly_on_termination()
     from reggan.checkpoint import CheckpointError
     from reggan.editor import NoFaceError
     from reggan.images import ImageReadError
@@ -299,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     except expected as error:
         print(f"reggan {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         print(f"reggan {args.command}: interrupted", file=sys.stderr)
-        return 130
+        # The shell's convention: 128 + the signal's number (Ctrl-C's SIGINT is 2).
+        return 128 + getattr(interruption, "signal_number", 2)
     return 0
 
 

@@ -251,6 +251,31 @@ def test_interrupted_encode_leaves_a_playable_file(feat_media, tmp_path, process
     assert not list(tmp_path.glob("*.partial*"))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+def test_a_terminated_encode_leaves_a_playable_file_too(feat_media, tmp_path):
+    # `kill`, a closed terminal or a stopping container sends SIGTERM / SIGHUP, not Ctrl-C: the command must finalise
+    # the file the same way, not die with the MP4's index unwritten.
+    import signal
+    import time
+
+    out = tmp_path / "cut.mp4"
+    command = [sys.executable, "-m", "reggan.cli", "video", str(feat_media / "face_noface.mov"), "-o", str(out),
+               "--expression", "happy", "--backend", "torch", "--precision", "fp32"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "cut.partial.mp4"
+    deadline = time.monotonic() + 300
+    while not (partial.exists() and partial.stat().st_size > 20_000) and process.poll() is None:
+        assert time.monotonic() < deadline, "the encode never got going"
+        time.sleep(0.05)
+    assert process.poll() is None, "the clip finished before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM and "interrupted" in stderr and "Traceback" not in stderr
+    frames = decode(out)
+    assert 0 < len(frames) < len(decode(feat_media / "face_noface.mov"))
+    assert not partial.exists()
+
+
 def test_corrupt_or_missing_input_is_a_clear_error(tmp_path, feat_media):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
