@@ -72,7 +72,12 @@ class VideoFileSink:
     def __enter__(self) -> "VideoFileSink":
         with self._writing():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.container = av.open(str(self.partial), mode="w")
+            try:
+                self.container = av.open(str(self.partial), mode="w")
+            except ValueError as error:  # FFmpeg knows no container by this name ending: "Could not determine ..."
+                ending = f"the extension {self.path.suffix!r}" if self.path.suffix else "a name without an extension"
+                raise SinkError(f"cannot write {self.path}: FFmpeg has no video format for {ending}; name the output "
+                                ".mp4, .mkv, .mov or .webm") from error
         if self.audio_from is not None:
             self._add_audio()
         if self.size is not None:
