@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reggan.config import PRECISIONS
 from reggan.networks import Synthesizer
 from reggan.onnx_export import INPUT_NAMES
 
 
 class BackendUnavailable(RuntimeError):
     """The asked-for backend cannot run here (package, GPU or exported file missing)."""
-
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def cpu_has_fast_bf16() -> bool:

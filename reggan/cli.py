@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reggan.config import load_config
+from reggan.config import PRECISIONS, load_config
 from reggan.errors import UserError
 from reggan.from_config import checkpoint_path, clamped_intensity, make_editor
 
-# Spelled out here rather than imported from reggan.backends, which would load torch for `reggan --help`.
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 PRECISION_HELP = "[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16, else fp32"
 
 EXAMPLES = {

@@ -13,6 +13,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+# [runtime].precision values: here rather than in reggan/backends.py, so the command line can offer them without
+# loading PyTorch for `reggan --help`.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def load_config(path: str | os.PathLike | None = None) -> dict:

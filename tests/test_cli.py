@@ -22,7 +22,7 @@ def test_help_has_examples():
 
 
 def test_the_command_offers_the_precisions_the_backends_know():
-    # The parser spells them out so that `reggan --help` does not load PyTorch; they must not drift apart.
+    # The parser takes them from reggan.config, so that `reggan --help` does not load PyTorch.
     import reggan.cli
     from reggan.backends import PRECISIONS
 
