@@ -396,7 +396,8 @@ def test_video_onnxruntime_backend_matches_torch(feat_media, tmp_path):
     outputs = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.mp4"
-        # FP32 on both sides: torch's auto precision is bfloat16 on CPUs with it in hardware, tested on its own in test_export.
+        # FP32 on both sides: torch's auto precision is bfloat16 on CPUs with it in hardware, tested on its own in
+        # test_export.
         result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "happy",
                         "--backend", backend, "--precision", "fp32")
         assert result.returncode == 0, result.stderr

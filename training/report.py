@@ -13,7 +13,8 @@ from training.judges import SAME_PERSON_THRESHOLD
 
 
 COLUMNS = [("ecs_accuracy", "ECS acc ↑", "{:.3f}"), ("ecs_probability", "ECS prob ↑", "{:.3f}"),
-           ("identity_distance", "FSS: ID dist to input ↓", "{:.3f}"), ("same_person_fraction", "same person ↑", "{:.2f}"),
+           ("identity_distance", "FSS: ID dist to input ↓", "{:.3f}"),
+           ("same_person_fraction", "same person ↑", "{:.2f}"),
            ("identity_to_real", "ID dist to real photo ↓", "{:.3f}"),
            ("fid", "FID ↓", "{:.1f}"), ("kid", "KID ↓", "{:.4f}"), ("niqe", "NIQE ↓", "{:.2f}"),
            ("qualiclip", "QualiCLIP ↑", "{:.3f}"), ("l1", "L1 ↓", "{:.4f}"), ("ssim", "SSIM ↑", "{:.3f}")]
@@ -33,7 +34,8 @@ def markdown_table(results: dict) -> str:
 
 def per_expression_table(results: dict) -> str:
     expressions = sorted({e for s in results["methods"].values() for e in s["per_expression"]})
-    lines = ["| method | " + " | ".join(f"{e} ECS / ID" for e in expressions) + " |", "|---" * (len(expressions) + 1) + "|"]
+    lines = ["| method | " + " | ".join(f"{e} ECS / ID" for e in expressions) + " |",
+             "|---" * (len(expressions) + 1) + "|"]
     for name, scores in results["methods"].items():
         cells = []
         for e in expressions:
@@ -93,7 +95,8 @@ def verdict(results: dict) -> list[tuple[str, bool | None]]:
                            + ("yes" if ahead else "**no**"))
         return f"- {title}: " + "; ".join(answers) + ".", met
 
-    answers = [compared("ecs_accuracy", "ECS accuracy", "{:.3f}", True), compared("fid", "FID (lower is better)", "{:.1f}", False)]
+    answers = [compared("ecs_accuracy", "ECS accuracy", "{:.3f}", True),
+               compared("fid", "FID (lower is better)", "{:.1f}", False)]
     same = full["same_person_fraction"] == 1.0
     answers.append((f"- Identity, every output the same person (distance under {SAME_PERSON_THRESHOLD}): "
                     f"{'yes' if same else '**no**'} ({full['same_person_fraction']:.0%}, mean distance "

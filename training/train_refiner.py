@@ -15,8 +15,8 @@ Losses (weights in config.toml [refine]):
                  refined image is the warped photo, which the refiner cannot change, so a discriminator shown the
                  whole crop won on the warp's resampling there and its gradient drove the refiner to colour mosaics
                  inside the face (seen in three H200 runs, with either decoder and without the class term).
-Runs the same on CPU and CUDA (bf16 autocast on CUDA and on CPUs with bfloat16 in hardware); under torchrun each process trains
-on its own shard of the batch with DistributedDataParallel.
+Runs the same on CPU and CUDA (bf16 autocast on CUDA and on CPUs with bfloat16 in hardware); under torchrun each
+process trains on its own shard of the batch with DistributedDataParallel.
 """
 
 from __future__ import annotations
