@@ -45,7 +45,8 @@ def make_processor(config, args, controller, editor=None):
     editing = with_overrides(config, "edit", {"smoothing": args.smoothing})["edit"]
     every = with_overrides(config, "runtime", {"synthesize_every": args.synthesize_every})["runtime"]["synthesize_every"]
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
-                          editing["smoothing"], editor.compositor.colour_match, every)
+                          editing["smoothing"], editor.compositor.colour_match, every,
+                          editing.get("bend_time", 2.0) if editor.bend else None)
 
 
 def make_controller(config, args):

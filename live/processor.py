@@ -13,6 +13,7 @@ import numpy as np
 
 from live.smoothing import ChangeSmoother, RepeatedFrames
 from reggan.alignment import Aligner
+from reggan.anchoring import AnchorSmoother, FaceBend, synthesize_bent
 from reggan.compositing import FeatheredCompositor
 
 
@@ -23,15 +24,21 @@ class SynthesisStage:
         self.backend = backend
         self.max_intensity = max_intensity
 
-    def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]],
-                 keeps: list[np.ndarray]) -> list[np.ndarray]:
-        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py) ->
-        synthesized float32 crops (0-255)."""
+    def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]], keeps: list[np.ndarray],
+                 bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
+        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py) and bend
+        (reggan/anchoring.py; None: unbent) -> synthesized float32 crops (0-255)."""
         active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
                   if name != "neutral" and w > 0]
-        base = [crop.astype(np.float32) for crop in crops]
         if not crops or not active:
-            return base
+            return [crop.astype(np.float32) for crop in crops]
+        return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps,
+                               bends or [None] * len(crops))
+
+    def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]],
+                    keeps: list[np.ndarray]) -> list[np.ndarray]:
+        """Crops as the networks see them, [(label, intensity)] -> float32 crops with every change added."""
+        base = [crop.astype(np.float32) for crop in crops]
         faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
         batch = np.concatenate([faces] * len(active))
         labels = np.repeat([label for label, _ in active], len(crops)).astype(np.int64)
@@ -47,11 +54,15 @@ class SynthesisStage:
 
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
-                 smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1):
+                 smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1,
+                 bend_time: float | None = 2.0):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
         self.smoother = ChangeSmoother(smoothing)
+        # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
+        # geometry only; None: no bending.
+        self.anchors = AnchorSmoother(bend_time) if bend_time is not None else None
         self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.repeats = RepeatedFrames(self.aligner)
@@ -83,6 +94,8 @@ class FrameProcessor:
         stage = "track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only"
         clock = self._timed(stage, clock)
         self.smoother.forget_except({track.identity for track in tracks})
+        if self.anchors is not None:
+            self.anchors.forget_except({track.identity for track in tracks})
         if not tracks:
             self.repeats.forget()
             return frame
@@ -93,7 +106,8 @@ class FrameProcessor:
         steady, self.previous_weights = weights == self.previous_weights, weights
         smoothed = self._carry(tracks, crops, timestamp) if steady else None
         if smoothed is None:
-            synthesized = self.synthesize(crops, weights, [face.keep for face in faces])
+            synthesized = self.synthesize(crops, weights, [face.keep for face in faces],
+                                          self._bends(tracks, faces, timestamp))
             clock = self._timed("synthesize", clock)
             smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.keep, steady)
                         for track, face, crop, new in zip(tracks, faces, crops, synthesized)]
@@ -104,6 +118,13 @@ class FrameProcessor:
         self._timed("composite", clock)
         self.repeats.remember(frame, result, matrices, weights)
         return result
+
+    def _bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
+        if self.anchors is None:
+            return [None] * len(faces)
+        template, resolution = self.aligner.template, self.aligner.resolution
+        return [FaceBend(self.anchors(track.identity, face.points, template, timestamp, track.fresh), template,
+                         resolution) for track, face in zip(tracks, faces)]
 
     def _carry(self, tracks, crops: list[np.ndarray], timestamp: float) -> list[np.ndarray] | None:
         """Every face's last change carried onto its crop, on a frame the synthesizer may skip; None when it must run

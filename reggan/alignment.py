@@ -60,11 +60,13 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PlacedFace:
-    """Where a face sits (image -> crop matrix  # [2, 3]) and what of its crop the networks must leave as warped
-    (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py)."""
+    """Where a face sits (image -> crop matrix  # [2, 3]), what of its crop the networks must leave as warped
+    (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py) and its landmarks in the crop
+    (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py)."""
 
     matrix: np.ndarray
     keep: np.ndarray
+    points: np.ndarray
 
 
 class Aligner:
@@ -82,7 +84,8 @@ class Aligner:
     def place(self, landmarks: np.ndarray) -> PlacedFace:
         """A face's matrix and keep mask from its landmarks  # [68, 2] in image coordinates."""
         matrix = self.matrix_for(landmarks)
-        return PlacedFace(matrix, keep_mask(transform_points(landmarks, matrix), self.resolution))
+        points = transform_points(landmarks, matrix)
+        return PlacedFace(matrix, keep_mask(points, self.resolution), points)
 
     def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The aligned face  # [R, R, 3] uint8."""

@@ -14,6 +14,8 @@ from reggan.config import PRECISIONS, load_config
 from reggan.errors import UserError
 from reggan.from_config import checkpoint_path, clamped_intensity, make_editor
 
+NO_BEND_HELP = ("[edit].bend = false: synthesize on the similarity-aligned face as it is, instead of bent onto the "
+                "template's nose, eyes and upper lip")
 PRECISION_HELP = "[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16, else fp32"
 
 EXAMPLES = {
@@ -129,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
     edit.add_argument("--colour-match", action="store_true", default=None,
                       help="[edit].colour_match: give the synthesized face the input face's colour")
+    edit.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
     edit.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
 
     evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
     evaluate.add_argument("--prepared", help="prepared data folder")
+    evaluate.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
     evaluate.add_argument("--split", choices=["eval", "val"], default="eval",
                           help="eval: the held-out people (reported numbers); val: the validation people (choosing "
                                "between models)")
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="[runtime].synthesize_every: synthesize every Nth frame, carry the change between")
         sub.add_argument("--colour-match", action="store_true", default=None,
                          help="[edit].colour_match: give the synthesized face the input face's colour")
+        sub.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
         sub.add_argument("--checkpoint")
         sub.add_argument("--tracker", choices=["dlib", "face-alignment"])
         sub.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])

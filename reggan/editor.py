@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from reggan.alignment import Aligner, PlacedFace
+from reggan.anchoring import FaceBend, synthesize_bent
 from reggan.compositing import FeatheredCompositor
 from reggan.trackers import find_faces
 
@@ -15,8 +16,9 @@ class NoFaceError(ValueError):
 
 class PhotoEditor:
     def __init__(self, backend, tracker, feather: float = 0.08, max_intensity: float = 1.5, max_faces: int = 8,
-                 colour_match: bool = False):
-        """backend: any of reggan.backends (or a callable with .expressions and .resolution)."""
+                 colour_match: bool = False, bend: bool = True):
+        """backend: any of reggan.backends (or a callable with .expressions and .resolution). bend: bend each face
+        onto the template's features for the networks and their change back (reggan/anchoring.py)."""
         self.backend = backend
         self.expressions = backend.expressions
         self.tracker = tracker
@@ -24,6 +26,7 @@ class PhotoEditor:
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.max_intensity = max_intensity
         self.max_faces = max_faces
+        self.bend = bend
 
     def label_of(self, expression: str) -> int:
         if expression not in self.expressions:
@@ -37,21 +40,33 @@ class PhotoEditor:
             raise NoFaceError("no face found in the image (try a larger, frontal, well-lit face)")
         return [self.aligner.place(landmarks) for landmarks in faces]
 
+    def bends_for(self, faces: list[PlacedFace]) -> list[FaceBend | None]:
+        """Each face's bend onto the template (None for all when bending is off)."""
+        if not self.bend:
+            return [None] * len(faces)
+        return [FaceBend(face.points, self.aligner.template, self.aligner.resolution) for face in faces]
+
     def synthesize_crops(self, crops: list[np.ndarray], keeps: list[np.ndarray], expression: str,
-                         intensity: float) -> list[np.ndarray]:
-        """Aligned uint8 crops and their keep masks -> synthesized uint8 crops, all in one batch."""
-        faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
+                         intensity: float, bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
+        """Aligned uint8 crops, their keep masks and bends (``bends_for``; None: unbent) -> synthesized uint8 crops,
+        all in one batch."""
         labels = np.full(len(crops), self.label_of(expression), dtype=np.int64)
         strength = np.full(len(crops), np.clip(intensity, 0.0, self.max_intensity), dtype=np.float32)
-        out = self.backend(faces, labels, strength, np.stack(keeps)[:, None])
-        return list((out.transpose(0, 2, 3, 1) * 255).round().clip(0, 255).astype(np.uint8))
+
+        def synthesize(inputs, masks):
+            faces = np.stack(inputs).transpose(0, 3, 1, 2).astype(np.float32) / 255
+            return list(self.backend(faces, labels, strength, np.stack(masks)[:, None]).transpose(0, 2, 3, 1) * 255)
+
+        out = synthesize_bent(synthesize, crops, keeps, bends or [None] * len(crops))
+        return [face.round().clip(0, 255).astype(np.uint8) for face in out]
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,
              faces: list[PlacedFace] | None = None) -> np.ndarray:
         """Every found face of ``image`` given ``expression``; the rest of the image is untouched."""
         faces = faces if faces is not None else self.locate(image)
         crops = [self.aligner.crop(image, face.matrix) for face in faces]
-        after = self.synthesize_crops(crops, [face.keep for face in faces], expression, intensity)
+        after = self.synthesize_crops(crops, [face.keep for face in faces], expression, intensity,
+                                      self.bends_for(faces))
         return self.paste_all(image, crops, after, [face.matrix for face in faces])
 
     def paste_all(self, image: np.ndarray, before: list[np.ndarray], after: list[np.ndarray],

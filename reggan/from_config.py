@@ -34,7 +34,12 @@ def make_editor(config, args):
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
     colour_match = getattr(args, "colour_match", None) or config["edit"].get("colour_match", False)
     return PhotoEditor(backend, tracker, config["edit"]["feather"], config["edit"]["max_intensity"],
-                       colour_match=colour_match)
+                       colour_match=colour_match, bend=bending(config, args))
+
+
+def bending(config, args) -> bool:
+    """[edit].bend, unless --no-bend was given."""
+    return config["edit"].get("bend", True) and not getattr(args, "no_bend", False)
 
 
 def clamped_intensity(config, args) -> float:

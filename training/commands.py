@@ -15,7 +15,7 @@ import cv2
 
 from reggan.config import resolve_path, with_overrides
 from reggan.errors import UserError
-from reggan.from_config import checkpoint_path
+from reggan.from_config import bending, checkpoint_path
 
 
 def run_prepare(args, config):
@@ -88,14 +88,17 @@ def run_train(args, config):
     print(f"wrote {out}")
 
 
-def keep_masks(prepared: Path, resolution: int):
-    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) from the landmarks `reggan
-    prepare` stored, so the evaluation feeds the model what the tool would. A crop without stored landmarks (a
-    folder assembled by hand) keeps nothing."""
+def placements(prepared: Path, resolution: int, bend: bool):
+    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) and its bend onto the template
+    (reggan/anchoring.py; None when ``bend`` is off), from the landmarks `reggan prepare` stored, so the evaluation
+    feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand) keeps nothing
+    and is not bent."""
     import functools
 
     import numpy as np
 
+    from reggan.alignment import load_template
+    from reggan.anchoring import FaceBend
     from reggan.keep import keep_mask
     from training.prepare import read_landmarks
 
@@ -104,16 +107,19 @@ def keep_masks(prepared: Path, resolution: int):
     except FileNotFoundError:
         landmarks = {}
 
-    # Each neutral photo is asked for once per method and expression: its mask is drawn once.
-    @functools.lru_cache(maxsize=None)
-    def keep_of(path) -> np.ndarray:
-        points = landmarks.get(Path(path))
-        mask = (np.zeros((resolution, resolution), np.float32) if points is None
-                else keep_mask(np.asarray(points), resolution))
-        mask.setflags(write=False)  # shared by every caller from now on
-        return mask
+    template = load_template() * resolution
 
-    return keep_of
+    # Each neutral photo is asked for once per method and expression: its mask and bend are made once.
+    @functools.lru_cache(maxsize=None)
+    def placement_of(path):
+        points = landmarks.get(Path(path))
+        if points is None:
+            return np.zeros((resolution, resolution), np.float32), None
+        mask = keep_mask(np.asarray(points), resolution)
+        mask.setflags(write=False)  # shared by every caller from now on
+        return mask, FaceBend(np.asarray(points), template, resolution) if bend else None
+
+    return placement_of
 
 
 def refiner_weights(path: Path) -> dict:
@@ -167,15 +173,17 @@ def run_eval(args, config):
     aligner = Aligner(synthesizer.resolution)
     tracker = make_tracker(config["tracker"]["backend"])
 
-    keep_of = keep_masks(prepared, synthesizer.resolution)
-    keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution, keep_of=keep_of))
+    bend = bending(config, args)
+    placement_of = placements(prepared, synthesizer.resolution, bend)
+    keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution,
+                                 placement_of=placement_of))
     print(report.markdown_table(results["held_out"]))
-    held_out_faces = [(read_rgb(p), keep_of(p)) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
+    held_out_faces = [(read_rgb(p), *placement_of(p)) for p in sorted({str(r["neutral"]) for r in rows})[::12][:3]]
 
     ood_paths = [p for item in args.ood for p in (sorted(Path(item).glob("*.jpg")) + sorted(Path(item).glob("*.png"))
                                                   if Path(item).is_dir() else [Path(item)])]
     if ood_paths:
-        keep("ood", ev.evaluate_stills(ood_paths, methods, expressions, aligner, tracker))
+        keep("ood", ev.evaluate_stills(ood_paths, methods, expressions, aligner, tracker, bend))
 
     if args.videos:
         regression = copy.deepcopy(synthesizer)
@@ -183,14 +191,16 @@ def run_eval(args, config):
         backends = {"regression only": TorchBackend(regression), ev.FULL: TorchBackend(synthesizer)}
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
         smoothing = config["edit"]["smoothing"]  # scored as the tool delivers video
+        bend_time = config["edit"].get("bend_time", 2.0) if bend else None
         keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, smoothing=smoothing,
-                                            max_frames=args.video_frames, unsmoothed=(ev.FULL,)))
+                                            max_frames=args.video_frames, unsmoothed=(ev.FULL,), bend_time=bend_time))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
-        moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, _ in held_out_faces]
-        keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker, smoothing=smoothing))
+        moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, *_ in held_out_faces]
+        keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker, smoothing=smoothing,
+                                                              bend_time=bend_time))
 
     # Two held-out and two out-of-distribution faces: enough to see each method, small enough to commit.
-    sheet_inputs = held_out_faces[:2] + ev.aligned_faces(ood_paths[:2], aligner, tracker)
+    sheet_inputs = held_out_faces[:2] + ev.aligned_faces(ood_paths[:2], aligner, tracker, bend)
     sheet = ev.contact_sheet(sheet_inputs, methods, expressions) if sheet_inputs else None
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}"
     # Only the bundled model's misses are written up in the model card; another checkpoint's are for its trainer.

@@ -23,37 +23,42 @@ import torch
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
+from reggan.anchoring import FaceBend, synthesize_bent
 from reggan.images import read_rgb
 from reggan.networks import Synthesizer
 from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudge, IdentityJudge, template_face_box
 
 
 def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str],
-                     keeps: list[np.ndarray], stage="full"):
-    """Aligned uint8 crops + expression names + keep masks (reggan/keep.py, as the tool makes them) ->
-    synthesized uint8 crops (intensity 1).
+                     keeps: list[np.ndarray], bends: list[FaceBend | None], stage="full"):
+    """Aligned uint8 crops + expression names + keep masks and bends (reggan/keep.py, reggan/anchoring.py; as the
+    tool makes them) -> synthesized uint8 crops (intensity 1).
 
     stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).
     """
-    faces = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
     labels = torch.tensor([synthesizer.expressions.index(e) for e in expressions])
-    keep = torch.from_numpy(np.stack(keeps))[:, None]
-    with torch.no_grad():
-        if stage == "warp":
-            out = synthesizer.warp(faces, labels, torch.ones(len(crops)))
-        else:
-            run = synthesizer if stage == "full" else synthesizer.coarse_only
-            out = run(faces, labels, torch.ones(len(crops)), keep)
-    return list((out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8))
+
+    def synthesize(inputs: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
+        faces = torch.from_numpy(np.stack(inputs)).permute(0, 3, 1, 2).float() / 255
+        keep = torch.from_numpy(np.stack(masks))[:, None]
+        with torch.no_grad():
+            if stage == "warp":
+                out = synthesizer.warp(faces, labels, torch.ones(len(inputs)))
+            else:
+                run = synthesizer if stage == "full" else synthesizer.coarse_only
+                out = run(faces, labels, torch.ones(len(inputs)), keep)
+        return list(out.permute(0, 2, 3, 1).numpy() * 255)
+
+    return [out.round().clip(0, 255).astype(np.uint8) for out in synthesize_bent(synthesize, crops, keeps, bends)]
 
 
 FULL = "RegGAN (full)"  # the method every other row is compared with (``verdict``)
 
 
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
-    """Method name -> function(crops, expressions, keeps) -> crops. The warp-only row is there when the model has a
-    warp."""
-    methods = {"copy-the-input": lambda crops, expressions, keeps: list(crops)}
+    """Method name -> function(crops, expressions, keeps, bends) -> crops. The warp-only row is there when the model
+    has a warp."""
+    methods = {"copy-the-input": lambda crops, expressions, keeps, bends: list(crops)}
     if torch.count_nonzero(reggan.warp.field):
         methods["warp only"] = partial(synthesize_batch, reggan, stage="warp")
     methods |= {"regression only": partial(synthesize_batch, reggan, stage="regression"),
@@ -69,9 +74,9 @@ def face_region(crop: np.ndarray) -> np.ndarray:
 
 
 def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int = 16,
-             distribution: bool = True, keep_of=None) -> dict:
-    """Scores per method, overall and per expression, on prepared held-out rows. ``keep_of``: neutral photo path ->
-    its keep mask  # [R, R] (its open mouth); none given: nothing kept."""
+             distribution: bool = True, placement_of=None) -> dict:
+    """Scores per method, overall and per expression, on prepared held-out rows. ``placement_of``: neutral photo
+    path -> (its keep mask  # [R, R], its bend or None); none given: nothing kept, nothing bent."""
     targets_of: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
         if row["expression"] in expressions:
@@ -91,9 +96,10 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
         for start in tqdm(range(0, len(jobs), batch), desc=name, unit="batch", leave=False):
             chunk = jobs[start : start + batch]
             inputs = [read_rgb(neutral) for neutral, _ in chunk]
-            keeps = [keep_of(neutral) if keep_of else np.zeros(face.shape[:2], np.float32)
-                     for face, (neutral, _) in zip(inputs, chunk)]
-            batch_outputs = method(inputs, [expression for _, expression in chunk], keeps)
+            placements = [placement_of(neutral) if placement_of else (np.zeros(face.shape[:2], np.float32), None)
+                          for face, (neutral, _) in zip(inputs, chunk)]
+            batch_outputs = method(inputs, [expression for _, expression in chunk],
+                                   [keep for keep, _ in placements], [bend for _, bend in placements])
             outputs += batch_outputs
             probabilities = expression_judge.probabilities(batch_outputs)
             for (neutral, expression), source, output, probability in zip(chunk, inputs, batch_outputs, probabilities):
@@ -138,9 +144,9 @@ def optional_qualiclip():
         return str(why)
 
 
-def aligned_faces(paths: list, aligner, tracker) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R] as the tool makes it;
-    stills without a face are left out."""
+def aligned_faces(paths: list, aligner, tracker, bend: bool = True) -> list[tuple]:
+    """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R] and its bend (None
+    when ``bend`` is off) as the tool makes them; stills without a face are left out."""
     from reggan.trackers import find_faces
 
     faces = []
@@ -149,22 +155,23 @@ def aligned_faces(paths: list, aligner, tracker) -> list[tuple[np.ndarray, np.nd
         found = find_faces(tracker, image)
         if found:
             placed = aligner.place(found[0])
-            faces.append((aligner.crop(image, placed.matrix), placed.keep))
+            face_bend = FaceBend(placed.points, aligner.template, aligner.resolution) if bend else None
+            faces.append((aligner.crop(image, placed.matrix), placed.keep, face_bend))
     return faces
 
 
-def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker) -> dict:
+def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner, tracker, bend: bool = True) -> dict:
     """Out-of-distribution stills: each face aligned, every method x expression scored for ECS, FSS and NIQE."""
     from training.quality import NIQE
 
-    faces = aligned_faces(paths, aligner, tracker)
-    crops, keeps = [crop for crop, _ in faces], [keep for _, keep in faces]
+    faces = aligned_faces(paths, aligner, tracker, bend)
+    crops, keeps, bends = (list(column) for column in zip(*faces)) if faces else ([], [], [])
     expression_judge, identity_judge, niqe = ExpressionJudge(), IdentityJudge(), NIQE()
     results = {}
     for name, method in methods.items():
         per_job, outputs_all = [], []
         for expression in expressions:
-            outputs = method(crops, [expression] * len(crops), keeps)
+            outputs = method(crops, [expression] * len(crops), keeps, bends)
             outputs_all += outputs
             for source, output, probability in zip(crops, outputs, expression_judge.probabilities(outputs)):
                 per_job.append({
@@ -185,15 +192,17 @@ def summarise_simple(per_job: list[dict]) -> dict:
             "same_person_fraction": float((distances < SAME_PERSON_THRESHOLD).mean())}
 
 
-def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float, expression: str, smoothing: float):
-    """Every frame through a fresh frame processor, smoothing as the tool is configured ([edit].smoothing) ->
-    (outputs, face masks, aligned output faces)  # RGB uint8, bool [H, W] each, [R, R, 3] per frame with a face."""
+def process_clip(frames: list[np.ndarray], backend, tracker_backend, fps: float, expression: str, smoothing: float,
+                 bend_time: float | None = 2.0):
+    """Every frame through a fresh frame processor, smoothing and bending as the tool is configured ([edit].smoothing,
+    [edit].bend_time; None: no bend) -> (outputs, face masks, aligned output faces)  # RGB uint8, bool [H, W] each,
+    [R, R, 3] per frame with a face."""
     from live.control import ExpressionController
     from live.processor import FrameProcessor
     from live.tracker import FaceTracker
 
     processor = FrameProcessor(FaceTracker(tracker_backend, detect_every=10), backend,
-                               ExpressionController(expression, 1.0, 0.0), smoothing=smoothing)
+                               ExpressionController(expression, 1.0, 0.0), smoothing=smoothing, bend_time=bend_time)
     outputs, masks, faces = [], [], []
     for index, frame in enumerate(frames):
         outputs.append(processor.process(frame, index / fps))
@@ -219,7 +228,7 @@ NOISY_REFERENCE = "reference: fresh noise, sigma 3, in the face (flicker by cons
 
 
 def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing: float, expression: str = "happy",
-                     max_frames: int = 120, unsmoothed: tuple[str, ...] = ()) -> dict:
+                     max_frames: int = 120, unsmoothed: tuple[str, ...] = (), bend_time: float | None = 2.0) -> dict:
     """Flicker ratio (output / input, face region) of each method's backend on each clip, and of two reference
     edits whose answer is known, on the face masks of the first method; and how strongly each method shows the
     expression on the clip (the judge's mean probability of it on the output faces: the smoothing that lowers
@@ -237,7 +246,8 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing:
         meter = FlickerMeter(frames)
         reference_masks = None
         for name, backend, time_constant in runs:
-            outputs, masks, faces = process_clip(frames, backend, tracker_backend, rate, expression, time_constant)
+            outputs, masks, faces = process_clip(frames, backend, tracker_backend, rate, expression, time_constant,
+                                                 bend_time)
             reference_masks = reference_masks or masks
             results[name][Path(clip).name] = {**meter.scores(outputs, masks),
                                               "expression": expression_shown(faces, expression, judge)}
@@ -265,7 +275,7 @@ def evaluate_flicker(clips: list, backends: dict, tracker_backend, *, smoothing:
 
 
 def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_backend, *, smoothing: float,
-                              expression: str = "happy", frames_each: int = 90) -> dict:
+                              expression: str = "happy", frames_each: int = 90, bend_time: float | None = 2.0) -> dict:
     """Flicker where the right answer is known: each still moved along a head-like path (training/temporal.py),
     through the frame loop, against the still edited once and moved along the same path (the exact answer).
 
@@ -280,8 +290,9 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
         frames = moving_clip(still, frames_each, seed=index)
         meter = FlickerMeter(frames)
         for name, backend in backends.items():
-            exact = moving_clip(PhotoEditor(backend, tracker_backend).edit(still, expression), frames_each, seed=index)
-            outputs, masks, _ = process_clip(frames, backend, tracker_backend, 30.0, expression, smoothing)
+            editor = PhotoEditor(backend, tracker_backend, bend=bend_time is not None)
+            exact = moving_clip(editor.edit(still, expression), frames_each, seed=index)
+            outputs, masks, _ = process_clip(frames, backend, tracker_backend, 30.0, expression, smoothing, bend_time)
             scores[name]["flicker"].append(meter.ratio(outputs, masks))
             scores[name]["flicker_of_exact_answer"].append(meter.ratio(exact, masks))
             scores[name]["error_to_exact_answer"].append(float(np.mean(
@@ -292,15 +303,16 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
                         for name, method in scores.items()}}
 
 
-def contact_sheet(faces: list[tuple[np.ndarray, np.ndarray]], methods: dict, expressions: list[str],
-                  tile: int = 80) -> np.ndarray:
-    """Rows: each input (crop, keep mask) x each method; columns: input, then each expression  # [H, W, 3] uint8."""
+def contact_sheet(faces: list[tuple], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
+    """Rows: each input (crop, keep mask, bend) x each method; columns: input, then each expression  # [H, W, 3]
+    uint8."""
     import cv2
 
     rows = []
-    for crop, keep in faces:
+    for crop, keep, bend in faces:
         for name, method in methods.items():
-            outputs = method([crop] * len(expressions), expressions, [keep] * len(expressions))
+            count = len(expressions)
+            outputs = method([crop] * count, expressions, [keep] * count, [bend] * count)
             tiles = [cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA) for image in [crop, *outputs]]
             label = np.full((tile, tile, 3), 255, np.uint8)
             for line, text in enumerate(name.split(" ")):

@@ -1,0 +1,126 @@
+"""Bending a face onto the template's features: the networks' change lands where this face has them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reggan.alignment import load_template
+from reggan.anchoring import AnchorSmoother, FaceBend, synthesize_bent
+from reggan.editor import PhotoEditor
+
+SIZE = 256
+MOUTH_CORNER = 54
+
+
+def template() -> np.ndarray:
+    return load_template() * SIZE
+
+
+def face_off_the_template(shift=(6.0, 4.0)) -> np.ndarray:
+    """The template's landmarks with the upper lip and mouth corners moved by ``shift`` px: a face whose mouth sits
+    lower and to the side of the template's, as a face looking down does."""
+    points = template()
+    points[48:55] += shift
+    return points
+
+
+def spot_at(point: np.ndarray, value: float = 255.0) -> np.ndarray:
+    """A small bright spot  # [R, R, 3] float32 centred on ``point``."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    spot = np.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / (2 * 2.0**2)) * value
+    return np.repeat(spot[..., None], 3, axis=2).astype(np.float32)
+
+
+def centre_of(image: np.ndarray) -> np.ndarray:
+    weight = image[..., 0].clip(0)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    return np.array([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum()
+
+
+def test_a_face_on_the_template_is_not_bent():
+    bend = FaceBend(template(), template(), SIZE)
+    image = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    assert np.abs(bend.bend(image) - image).max() < 1e-3
+    assert np.abs(bend.unbend(image) - image).max() < 1e-3
+
+
+def test_the_bend_puts_the_faces_features_on_the_templates_and_back():
+    face = face_off_the_template()
+    bend = FaceBend(face, template(), SIZE)
+    bent = bend.bend(spot_at(face[MOUTH_CORNER]))
+    assert np.linalg.norm(centre_of(bent) - template()[MOUTH_CORNER]) < 1.0
+    back = bend.unbend(spot_at(template()[MOUTH_CORNER]))
+    assert np.linalg.norm(centre_of(back) - face[MOUTH_CORNER]) < 1.0
+    # Far from the anchored features (a corner of the crop) nothing moves.
+    corner = spot_at(np.array([12.0, 12.0]))
+    assert np.linalg.norm(centre_of(bend.bend(corner)) - [12.0, 12.0]) < 0.2
+
+
+def test_the_networks_change_lands_on_this_faces_mouth_not_the_templates():
+    """A stand-in synthesizer paints a spot where the template has the mouth corner (as the regression layer paints
+    a smile where the template has its mouth). Unbent, the spot misses this face's corner by the offset; bent, it
+    lands on it."""
+    face = face_off_the_template()
+    crop = np.full((SIZE, SIZE, 3), 100, np.uint8)
+
+    def paint_at_template_corner(crops, keeps):
+        return [c.astype(np.float32) + spot_at(template()[MOUTH_CORNER], 100.0) for c in crops]
+
+    keep = np.zeros((SIZE, SIZE), np.float32)
+    unbent = synthesize_bent(paint_at_template_corner, [crop], [keep], [None])[0] - 100
+    bent = synthesize_bent(paint_at_template_corner, [crop], [keep], [FaceBend(face, template(), SIZE)])[0] - 100
+    offset = np.linalg.norm(face[MOUTH_CORNER] - template()[MOUTH_CORNER])
+    assert np.linalg.norm(centre_of(unbent) - face[MOUTH_CORNER]) > offset - 0.5
+    assert np.linalg.norm(centre_of(bent) - face[MOUTH_CORNER]) < 1.0
+    # Only the change is bent: the face's own pixels come back untouched where nothing was painted.
+    assert np.abs(bent[:40, :40]).max() < 1e-3
+
+
+def test_the_keep_mask_is_bent_with_the_face():
+    face = face_off_the_template()
+    seen = []
+
+    def record(crops, keeps):
+        seen.append(keeps[0])
+        return [c.astype(np.float32) for c in crops]
+
+    keep = spot_at(face[MOUTH_CORNER], 1.0)[..., 0]
+    synthesize_bent(record, [np.zeros((SIZE, SIZE, 3), np.uint8)], [keep], [FaceBend(face, template(), SIZE)])
+    assert np.linalg.norm(centre_of(seen[0][..., None]) - template()[MOUTH_CORNER]) < 1.0
+
+
+def test_on_video_the_bend_follows_the_faces_slow_geometry_not_each_frame():
+    smoother = AnchorSmoother(time_constant=2.0)
+    still, moved = template(), face_off_the_template((10.0, 0.0))
+    assert np.allclose(smoother(1, still, template(), 0.0, fresh=True), still)
+    # One frame (40 ms) of a mouth moving by 10 px moves the bend by 10 * (1 - e^-0.02) = 0.2 px.
+    after = smoother(1, moved, template(), 0.04, fresh=False)
+    assert np.allclose(after[MOUTH_CORNER] - still[MOUTH_CORNER], [10 * (1 - np.exp(-0.02)), 0.0])
+    # Held for 2 s (one time constant, at 25 fps) it has come 63 % of the way.
+    for frame in range(2, 52):
+        after = smoother(1, moved, template(), frame * 0.04, fresh=False)
+    assert abs((after[MOUTH_CORNER] - still[MOUTH_CORNER])[0] - 10 * (1 - np.exp(-1.0))) < 0.1
+    # A new track starts from its own landmarks.
+    assert np.allclose(smoother(1, moved, template(), 3.0, fresh=True), moved)
+    smoother.forget_except(set())
+    assert not smoother.state
+
+
+def test_the_editor_bends_unless_told_not_to(astronaut, dlib_tracker):
+    class Recorder:
+        expressions = ["neutral", "happy"]
+        resolution = SIZE
+
+        def __init__(self):
+            self.inputs = []
+
+        def __call__(self, faces, labels, strength, keep):
+            self.inputs.append(faces.copy())
+            return faces
+
+    bent, plain = Recorder(), Recorder()
+    PhotoEditor(bent, dlib_tracker).edit(astronaut, "happy")
+    PhotoEditor(plain, dlib_tracker, bend=False).edit(astronaut, "happy")
+    # The astronaut's features are a few pixels off the template's: bent, the networks see a different crop.
+    difference = np.abs(bent.inputs[0] - plain.inputs[0]).mean() * 255
+    assert difference > 1.0
