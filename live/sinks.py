@@ -71,10 +71,14 @@ class VideoFileSink:
 
     def __enter__(self) -> "VideoFileSink":
         with self._writing():
+            # Folders made here are taken away again if FFmpeg refuses the name: a refused run leaves nothing behind.
+            made = [folder for folder in self.path.parents if not folder.exists()]  # deepest first
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self.container = av.open(str(self.partial), mode="w")
             except ValueError as error:  # FFmpeg knows no container by this name ending: "Could not determine ..."
+                for folder in made:
+                    folder.rmdir()
                 ending = f"the extension {self.path.suffix!r}" if self.path.suffix else "a name without an extension"
                 raise SinkError(f"cannot write {self.path}: FFmpeg has no video format for {ending}; name the output "
                                 ".mp4, .mkv, .mov or .webm") from error

@@ -29,7 +29,21 @@ def test_the_command_offers_the_precisions_the_backends_know():
     assert sorted(reggan.cli.PRECISIONS) == sorted(PRECISIONS)
 
 
-@pytest.mark.parametrize("options", [[], ["--colour-match"]])
+def test_the_bend_is_on_unless_the_flag_or_the_config_turns_it_off():
+    from argparse import Namespace
+
+    from reggan.config import load_config
+    from reggan.from_config import bending
+
+    config = load_config()
+    assert config["edit"]["bend"] is True
+    assert bending(config, Namespace(no_bend=False))
+    assert not bending(config, Namespace(no_bend=True))
+    assert not bending({**config, "edit": {**config["edit"], "bend": False}}, Namespace(no_bend=False))
+    assert bending(config, Namespace())  # commands without the flag
+
+
+@pytest.mark.parametrize("options", [[], ["--colour-match"], ["--no-bend"]])
 def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path,
                                                          options):
     out = tmp_path / "surprised.png"
