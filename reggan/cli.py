@@ -15,7 +15,7 @@ from reggan.errors import UserError
 from reggan.from_config import checkpoint_path, clamped_intensity, make_editor
 
 NO_BEND_HELP = ("[edit].bend = false: synthesize on the similarity-aligned face as it is, instead of bent onto the "
-                "template's nose, eyes and upper lip")
+                "template's nose, eye corners and upper lip")
 PRECISION_HELP = "[runtime].precision: auto = fp16 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16, else fp32"
 
 EXAMPLES = {
