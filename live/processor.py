@@ -122,9 +122,9 @@ class FrameProcessor:
     def _bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
         if self.anchors is None:
             return [None] * len(faces)
-        template, resolution = self.aligner.template, self.aligner.resolution
-        return [FaceBend(self.anchors(track.identity, face.points, template, timestamp, track.fresh), template,
-                         resolution) for track, face in zip(tracks, faces)]
+        template = self.aligner.template
+        return [self.aligner.bend(self.anchors(track.identity, face.points, template, timestamp, track.fresh))
+                for track, face in zip(tracks, faces)]
 
     def _carry(self, tracks, crops: list[np.ndarray], timestamp: float) -> list[np.ndarray] | None:
         """Every face's last change carried onto its crop, on a frame the synthesizer may skip; None when it must run

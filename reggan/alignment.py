@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from reggan.anchoring import FaceBend
 from reggan.keep import keep_mask
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
@@ -86,6 +87,11 @@ class Aligner:
         matrix = self.matrix_for(landmarks)
         points = transform_points(landmarks, matrix)
         return PlacedFace(matrix, keep_mask(points, self.resolution), points)
+
+    def bend(self, points: np.ndarray) -> FaceBend:
+        """The bend that puts a face with these landmarks  # [68, 2] crop pixels onto the template, and back
+        (reggan/anchoring.py)."""
+        return FaceBend(points, self.template, self.resolution)
 
     def crop(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """The aligned face  # [R, R, 3] uint8."""

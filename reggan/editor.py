@@ -44,7 +44,7 @@ class PhotoEditor:
         """Each face's bend onto the template (None for all when bending is off)."""
         if not self.bend:
             return [None] * len(faces)
-        return [FaceBend(face.points, self.aligner.template, self.aligner.resolution) for face in faces]
+        return [self.aligner.bend(face.points) for face in faces]
 
     def synthesize_crops(self, crops: list[np.ndarray], keeps: list[np.ndarray], expression: str,
                          intensity: float, bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:

@@ -97,8 +97,7 @@ def placements(prepared: Path, resolution: int, bend: bool):
 
     import numpy as np
 
-    from reggan.alignment import load_template
-    from reggan.anchoring import FaceBend
+    from reggan.alignment import Aligner
     from reggan.keep import keep_mask
     from training.prepare import read_landmarks
 
@@ -107,7 +106,7 @@ def placements(prepared: Path, resolution: int, bend: bool):
     except FileNotFoundError:
         landmarks = {}
 
-    template = load_template() * resolution
+    aligner = Aligner(resolution)
 
     # Each neutral photo is asked for once per method and expression: its mask and bend are made once.
     @functools.lru_cache(maxsize=None)
@@ -117,7 +116,7 @@ def placements(prepared: Path, resolution: int, bend: bool):
             return np.zeros((resolution, resolution), np.float32), None
         mask = keep_mask(np.asarray(points), resolution)
         mask.setflags(write=False)  # shared by every caller from now on
-        return mask, FaceBend(np.asarray(points), template, resolution) if bend else None
+        return mask, aligner.bend(np.asarray(points)) if bend else None
 
     return placement_of
 

@@ -155,7 +155,7 @@ def aligned_faces(paths: list, aligner, tracker, bend: bool = True) -> list[tupl
         found = find_faces(tracker, image)
         if found:
             placed = aligner.place(found[0])
-            face_bend = FaceBend(placed.points, aligner.template, aligner.resolution) if bend else None
+            face_bend = aligner.bend(placed.points) if bend else None
             faces.append((aligner.crop(image, placed.matrix), placed.keep, face_bend))
     return faces
 
