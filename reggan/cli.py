@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--device", choices=["cpu", "cuda"])
     animate.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
     animate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    animate.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
 
     export = command("export", "export the synthesizer to ONNX (checked against PyTorch) or a TensorRT engine")
     export.add_argument("format", choices=["onnx", "tensorrt"])

@@ -124,3 +124,18 @@ def test_the_editor_bends_unless_told_not_to(astronaut, dlib_tracker):
     # The astronaut's features are a few pixels off the template's: bent, the networks see a different crop.
     difference = np.abs(bent.inputs[0] - plain.inputs[0]).mean() * 255
     assert difference > 1.0
+
+
+def test_a_face_far_off_the_template_is_bent_part_of_the_way_and_never_folded():
+    """A face turned well away (its nose and mouth 30 px to the side of its eyes, as on a painted three-quarter
+    view) would fold the crop if bent all the way; a change painted on the fold came back as a thin bright arc."""
+    from reggan.anchoring import LEAST_AREA_RATIO, least_area_ratio
+
+    turned = template()
+    turned[27:36] += [30.0, 0.0]
+    turned[48:55] += [30.0, 0.0]
+    bend = FaceBend(turned, template(), SIZE)
+    assert bend.share < 1.0
+    assert least_area_ratio(*bend.to_template) >= LEAST_AREA_RATIO
+    assert least_area_ratio(*bend.to_face) >= LEAST_AREA_RATIO
+    assert FaceBend(face_off_the_template(), template(), SIZE).share == 1.0
