@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reggan.config import with_overrides
 from reggan.errors import UserError
-from reggan.from_config import clamped_intensity, make_editor
+from reggan.from_config import bend_time, clamped_intensity, make_editor
 
 
 def run_animate(args, config):
@@ -46,7 +46,7 @@ def make_processor(config, args, controller, editor=None):
     every = with_overrides(config, "runtime", {"synthesize_every": args.synthesize_every})["runtime"]["synthesize_every"]
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
-                          editing.get("bend_time", 2.0) if editor.bend else None)
+                          bend_time(config, args))
 
 
 def make_controller(config, args):

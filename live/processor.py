@@ -32,8 +32,7 @@ class SynthesisStage:
                   if name != "neutral" and w > 0]
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
-        return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps,
-                               bends or [None] * len(crops))
+        return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps, bends)
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]],
                     keeps: list[np.ndarray]) -> list[np.ndarray]:
@@ -62,7 +61,7 @@ class FrameProcessor:
         self.smoother = ChangeSmoother(smoothing)
         # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
         # geometry only; None: no bending.
-        self.anchors = AnchorSmoother(bend_time) if bend_time is not None else None
+        self.anchors = AnchorSmoother(self.aligner.template, bend_time) if bend_time is not None else None
         self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.repeats = RepeatedFrames(self.aligner)
@@ -122,8 +121,7 @@ class FrameProcessor:
     def _bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
         if self.anchors is None:
             return [None] * len(faces)
-        template = self.aligner.template
-        return [self.aligner.bend(self.anchors(track.identity, face.points, template, timestamp, track.fresh))
+        return [self.aligner.bend(self.anchors(track.identity, face.points, timestamp, track.fresh))
                 for track, face in zip(tracks, faces)]
 
     def _carry(self, tracks, crops: list[np.ndarray], timestamp: float) -> list[np.ndarray] | None:

@@ -129,9 +129,11 @@ class FaceBend:
         return cv2.remap(image, *self.to_face, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def synthesize_bent(synthesize, crops: list[np.ndarray], keeps: list[np.ndarray], bends: list[FaceBend | None]):
+def synthesize_bent(synthesize, crops: list[np.ndarray], keeps: list[np.ndarray],
+                    bends: list[FaceBend | None] | None = None):
     """Run ``synthesize(crops, keeps) -> float crops (0-255)`` on the bent crops and keep masks, and bring each
-    result's change back onto its face. A face without a bend (None) goes through as it is."""
+    result's change back onto its face. A face without a bend (None, or no bends at all) goes through as it is."""
+    bends = bends or [None] * len(crops)
     bent = [crop if bend is None else bend.bend(crop) for crop, bend in zip(crops, bends)]
     bent_keeps = [keep if bend is None else bend.bend(np.ascontiguousarray(keep, dtype=np.float32))
                   for keep, bend in zip(keeps, bends)]
@@ -150,20 +152,21 @@ class AnchorSmoother:
     """Per track: the face's landmarks relative to the template, averaged over ``time_constant`` seconds, so that on
     video the bend follows the face's shape and pose but not its mouth moving with speech."""
 
-    def __init__(self, time_constant: float = 2.0):
+    def __init__(self, template: np.ndarray, time_constant: float = 2.0):
+        """template  # [68, 2] crop pixels."""
+        self.template = template
         self.time_constant = time_constant
         self.state: dict[int, tuple[np.ndarray, float]] = {}  # identity -> (offsets [68, 2], time)
 
-    def __call__(self, identity: int, points: np.ndarray, template: np.ndarray, timestamp: float,
-                 fresh: bool) -> np.ndarray:
+    def __call__(self, identity: int, points: np.ndarray, timestamp: float, fresh: bool) -> np.ndarray:
         """This frame's landmarks in crop pixels  # [68, 2] -> the ones to bend with."""
-        offsets = points - template
+        offsets = points - self.template
         previous = self.state.get(identity)
         if previous is not None and not fresh and self.time_constant > 0 and timestamp > previous[1]:
             keep = math.exp(-(timestamp - previous[1]) / self.time_constant)
             offsets = keep * previous[0] + (1 - keep) * offsets
         self.state[identity] = (offsets, timestamp)
-        return template + offsets
+        return self.template + offsets
 
     def forget_except(self, identities: set[int]) -> None:
         for identity in list(self.state):

@@ -57,7 +57,7 @@ class PhotoEditor:
             faces = np.stack(inputs).transpose(0, 3, 1, 2).astype(np.float32) / 255
             return list(self.backend(faces, labels, strength, np.stack(masks)[:, None]).transpose(0, 2, 3, 1) * 255)
 
-        out = synthesize_bent(synthesize, crops, keeps, bends or [None] * len(crops))
+        out = synthesize_bent(synthesize, crops, keeps, bends)
         return [face.round().clip(0, 255).astype(np.uint8) for face in out]
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,

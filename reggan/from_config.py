@@ -42,6 +42,11 @@ def bending(config, args) -> bool:
     return config["edit"].get("bend", True) and not getattr(args, "no_bend", False)
 
 
+def bend_time(config, args) -> float | None:
+    """On video: how many seconds of landmarks the bend follows ([edit].bend_time), or None when bending is off."""
+    return config["edit"].get("bend_time", 2.0) if bending(config, args) else None
+
+
 def clamped_intensity(config, args) -> float:
     intensity = config["edit"]["intensity"] if args.intensity is None else args.intensity
     return float(min(max(intensity, 0.0), config["edit"]["max_intensity"]))

@@ -90,18 +90,18 @@ def test_the_keep_mask_is_bent_with_the_face():
 
 
 def test_on_video_the_bend_follows_the_faces_slow_geometry_not_each_frame():
-    smoother = AnchorSmoother(time_constant=2.0)
+    smoother = AnchorSmoother(template(), time_constant=2.0)
     still, moved = template(), face_off_the_template((10.0, 0.0))
-    assert np.allclose(smoother(1, still, template(), 0.0, fresh=True), still)
+    assert np.allclose(smoother(1, still, 0.0, fresh=True), still)
     # One frame (40 ms) of a mouth moving by 10 px moves the bend by 10 * (1 - e^-0.02) = 0.2 px.
-    after = smoother(1, moved, template(), 0.04, fresh=False)
+    after = smoother(1, moved, 0.04, fresh=False)
     assert np.allclose(after[MOUTH_CORNER] - still[MOUTH_CORNER], [10 * (1 - np.exp(-0.02)), 0.0])
     # Held for 2 s (one time constant, at 25 fps) it has come 63 % of the way.
     for frame in range(2, 52):
-        after = smoother(1, moved, template(), frame * 0.04, fresh=False)
+        after = smoother(1, moved, frame * 0.04, fresh=False)
     assert abs((after[MOUTH_CORNER] - still[MOUTH_CORNER])[0] - 10 * (1 - np.exp(-1.0))) < 0.1
     # A new track starts from its own landmarks.
-    assert np.allclose(smoother(1, moved, template(), 3.0, fresh=True), moved)
+    assert np.allclose(smoother(1, moved, 3.0, fresh=True), moved)
     smoother.forget_except(set())
     assert not smoother.state
 

@@ -15,7 +15,7 @@ import cv2
 
 from reggan.config import resolve_path, with_overrides
 from reggan.errors import UserError
-from reggan.from_config import bending, checkpoint_path
+from reggan.from_config import bend_time, bending, checkpoint_path
 
 
 def run_prepare(args, config):
@@ -88,7 +88,7 @@ def run_train(args, config):
     print(f"wrote {out}")
 
 
-def placements(prepared: Path, resolution: int, bend: bool):
+def placements(prepared: Path, aligner, bend: bool):
     """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) and its bend onto the template
     (reggan/anchoring.py; None when ``bend`` is off), from the landmarks `reggan prepare` stored, so the evaluation
     feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand) keeps nothing
@@ -97,7 +97,6 @@ def placements(prepared: Path, resolution: int, bend: bool):
 
     import numpy as np
 
-    from reggan.alignment import Aligner
     from reggan.keep import keep_mask
     from training.prepare import read_landmarks
 
@@ -105,8 +104,7 @@ def placements(prepared: Path, resolution: int, bend: bool):
         landmarks = read_landmarks(prepared)
     except FileNotFoundError:
         landmarks = {}
-
-    aligner = Aligner(resolution)
+    resolution = aligner.resolution
 
     # Each neutral photo is asked for once per method and expression: its mask and bend are made once.
     @functools.lru_cache(maxsize=None)
@@ -173,7 +171,7 @@ def run_eval(args, config):
     tracker = make_tracker(config["tracker"]["backend"])
 
     bend = bending(config, args)
-    placement_of = placements(prepared, synthesizer.resolution, bend)
+    placement_of = placements(prepared, aligner, bend)
     keep("held_out", ev.evaluate(rows, methods, expressions, distribution=not args.no_distribution,
                                  placement_of=placement_of))
     print(report.markdown_table(results["held_out"]))
@@ -190,13 +188,13 @@ def run_eval(args, config):
         backends = {"regression only": TorchBackend(regression), ev.FULL: TorchBackend(synthesizer)}
         backends.update({name: TorchBackend(model) for name, model in extra.items()})
         smoothing = config["edit"]["smoothing"]  # scored as the tool delivers video
-        bend_time = config["edit"].get("bend_time", 2.0) if bend else None
+        seconds = bend_time(config, args)
         keep("flicker", ev.evaluate_flicker(args.videos, backends, tracker, smoothing=smoothing,
-                                            max_frames=args.video_frames, unsmoothed=(ev.FULL,), bend_time=bend_time))
+                                            max_frames=args.video_frames, unsmoothed=(ev.FULL,), bend_time=seconds))
         # Held-out aligned crops at 384 px: in a 640x480 frame the face is then about the size of a webcam's.
         moving = [cv2.resize(face, (384, 384), interpolation=cv2.INTER_CUBIC) for face, *_ in held_out_faces]
         keep("synthetic_motion", ev.evaluate_synthetic_motion(moving, backends, tracker, smoothing=smoothing,
-                                                              bend_time=bend_time))
+                                                              bend_time=seconds))
 
     # Two held-out and two out-of-distribution faces: enough to see each method, small enough to commit.
     sheet_inputs = held_out_faces[:2] + ev.aligned_faces(ood_paths[:2], aligner, tracker, bend)
