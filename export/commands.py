@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from reggan.errors import UserError
-from reggan.from_config import checkpoint_path, load_model
+from reggan.from_config import checkpoint_path, load_model, make_editor
 
 
 def run_export(args, config):
@@ -74,7 +74,8 @@ def run_bench(args, config):
                                        precision=args.precision, regression_only=args.regression_only, tracker=None,
                                        max_faces=1, detect_every=None, min_face=None, smoothing=None,
                                        synthesize_every=args.synthesize_every)
-        processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0))
+        editor = make_editor(config, loop_args)  # one model for the file-mode and the live timing
+        processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0), editor)
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
         if args.live:
@@ -86,8 +87,9 @@ def run_bench(args, config):
             clip, _ = read_clip(args.video, 300)
             if size:
                 clip = [cv2.resize(frame, size) for frame in clip]
-            processor.record_timings = False
-            results["live"] = run_live_benchmark(processor, clip)
+            # As `reggan live` runs: its own processor, with the live choice of [runtime].synthesize_every.
+            live = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0), editor, live=True)
+            results["live"] = run_live_benchmark(live, clip)
         if args.soak:
             from export.benchmark import run_soak
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reggan.config import with_overrides
 from reggan.errors import UserError
-from reggan.from_config import bend_time, clamped_intensity, make_editor
+from reggan.from_config import bend_time, clamped_intensity, make_editor, synthesis_interval
 
 
 def run_animate(args, config):
@@ -31,8 +31,9 @@ def run_animate(args, config):
     print(f"wrote {args.out} ({frames} frames, {program.duration:.1f} s)")
 
 
-def make_processor(config, args, controller, editor=None):
-    """A fresh frame processor (its own tracks and smoothing state); pass ``editor`` to reuse a loaded model."""
+def make_processor(config, args, controller, editor=None, live: bool = False):
+    """A fresh frame processor (its own tracks and smoothing state); pass ``editor`` to reuse a loaded model.
+    live: for a camera, which drops frames it cannot keep up with (files never do)."""
     from live.processor import FrameProcessor
     from live.tracker import FaceTracker
 
@@ -43,7 +44,10 @@ def make_processor(config, args, controller, editor=None):
                                                   "min_face": args.min_face})["tracker"]
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
     editing = with_overrides(config, "edit", {"smoothing": args.smoothing})["edit"]
-    every = with_overrides(config, "runtime", {"synthesize_every": args.synthesize_every})["runtime"]["synthesize_every"]
+    every = synthesis_interval(config, args, editor.backend, live)
+    if live and every > 1 and not args.synthesize_every:
+        print("synthesizing every 2nd frame to keep up on this CPU, the change carried between "
+              "(--synthesize-every 1: every frame)", file=sys.stderr)
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
                           bend_time(config, args))
@@ -130,7 +134,7 @@ def run_live(args, config):
     if args.preview and (problem := preview_unavailable()):
         raise UserError(problem)
     controller = make_controller(config, args)
-    processor = make_processor(config, args, controller)
+    processor = make_processor(config, args, controller, live=True)
     preview = PreviewWindow(controller, processor.synthesize.backend.expressions,
                             config["edit"]["max_intensity"]) if args.preview else None
     with WebcamSource(args.camera, args.width, args.height, args.fps) as camera:

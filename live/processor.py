@@ -13,7 +13,7 @@ import numpy as np
 
 from live.smoothing import ChangeSmoother, RepeatedFrames
 from reggan.alignment import Aligner
-from reggan.anchoring import AnchorSmoother, FaceBend, synthesize_bent
+from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
 from reggan.compositing import FeatheredCompositor
 
 
@@ -61,7 +61,8 @@ class FrameProcessor:
         self.smoother = ChangeSmoother(smoothing)
         # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
         # geometry only; None: no bending.
-        self.anchors = AnchorSmoother(self.aligner.template, bend_time) if bend_time is not None else None
+        self.bends = (VideoBends(self.aligner.bend, self.aligner.template, bend_time)
+                      if bend_time is not None else None)
         self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
         self.repeats = RepeatedFrames(self.aligner)
@@ -93,8 +94,8 @@ class FrameProcessor:
         stage = "track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only"
         clock = self._timed(stage, clock)
         self.smoother.forget_except({track.identity for track in tracks})
-        if self.anchors is not None:
-            self.anchors.forget_except({track.identity for track in tracks})
+        if self.bends is not None:
+            self.bends.forget_except({track.identity for track in tracks})
         if not tracks:
             self.repeats.forget()
             return frame
@@ -106,7 +107,7 @@ class FrameProcessor:
         smoothed = self._carry(tracks, crops, timestamp) if steady else None
         if smoothed is None:
             synthesized = self.synthesize(crops, weights, [face.keep for face in faces],
-                                          self._bends(tracks, faces, timestamp))
+                                          self._face_bends(tracks, faces, timestamp))
             clock = self._timed("synthesize", clock)
             smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.keep, steady)
                         for track, face, crop, new in zip(tracks, faces, crops, synthesized)]
@@ -118,10 +119,10 @@ class FrameProcessor:
         self.repeats.remember(frame, result, matrices, weights)
         return result
 
-    def _bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
-        if self.anchors is None:
+    def _face_bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
+        if self.bends is None:
             return [None] * len(faces)
-        return [self.aligner.bend(self.anchors(track.identity, face.points, timestamp, track.fresh))
+        return [self.bends(track.identity, face.points, timestamp, track.fresh)
                 for track, face in zip(tracks, faces)]
 
     def _carry(self, tracks, crops: list[np.ndarray], timestamp: float) -> list[np.ndarray] | None:

@@ -49,6 +49,9 @@ STIFFNESS = 1.0
 # out-of-distribution stills, nine stay at 0.54 or more bent all the way; three turned ones reach 0.39, 0.30 and
 # -0.08, and the last two are bent half the way.
 LEAST_AREA_RATIO = 0.35
+# On video a face's bend is rebuilt once the landmarks it follows have moved this far (pixels) at some anchor since it
+# was built (``VideoBends``).
+REBUILD_TOLERANCE = 0.25
 
 
 def _radial(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -172,3 +175,32 @@ class AnchorSmoother:
         for identity in list(self.state):
             if identity not in identities:
                 del self.state[identity]
+
+
+class VideoBends:
+    """Per track on video: the face's bend, following its landmarks averaged over ``time_constant`` seconds
+    (``AnchorSmoother``) and rebuilt only once that average has moved by more than ``tolerance`` pixels at some anchor.
+    The average drifts by hundredths of a pixel a frame, and building a bend (two thin-plate maps, 2.4 ms a face on
+    two CPU cores) is most of what bending costs."""
+
+    def __init__(self, build, template: np.ndarray, time_constant: float = 2.0,
+                 tolerance: float = REBUILD_TOLERANCE):
+        """build: landmarks  # [68, 2] -> FaceBend (``Aligner.bend``); template  # [68, 2] crop pixels."""
+        self.build = build
+        self.average = AnchorSmoother(template, time_constant)
+        self.tolerance = tolerance
+        self.kept: dict[int, tuple[np.ndarray, FaceBend]] = {}  # identity -> (anchors it was built for, bend)
+
+    def __call__(self, identity: int, points: np.ndarray, timestamp: float, fresh: bool) -> FaceBend:
+        """This frame's landmarks in crop pixels  # [68, 2] -> the bend to synthesize this face with."""
+        averaged = self.average(identity, points, timestamp, fresh)
+        kept = self.kept.get(identity)
+        if kept is not None and not fresh and np.abs(averaged[ANCHORS] - kept[0]).max() <= self.tolerance:
+            return kept[1]
+        bend = self.build(averaged)
+        self.kept[identity] = (averaged[ANCHORS], bend)
+        return bend
+
+    def forget_except(self, identities: set[int]) -> None:
+        self.average.forget_except(identities)
+        self.kept = {identity: kept for identity, kept in self.kept.items() if identity in identities}

@@ -221,8 +221,10 @@ def make_backend(name: str, synthesizer: Synthesizer, checkpoint: str | Path, de
                  precision: str = "auto"):
     """Build a backend by name; ``auto`` tries the fastest first and reports its choice on stderr.
 
-    On a CPU, onnxruntime (FP32) beats torch FP32 at larger batches, but torch in bfloat16 beats both where the
-    CPU has AMX tiles (docs/benchmarks.md), so the order depends on the CPU.
+    On a CPU torch comes first: in bfloat16 where the CPU computes it in hardware, else in FP32, which beat
+    onnxruntime at batch 1 and 2 (one or two faces, what the frame loop sends) on every CPU measured: a Xeon with
+    AMX, a Zen 4 and an AVX2-only EPYC (24 / 32 / 41 ms a face against 35 / 36 / 47). onnxruntime wins only at
+    batch 8 and more (docs/benchmarks.md).
     """
     import sys
 
@@ -231,7 +233,7 @@ def make_backend(name: str, synthesizer: Synthesizer, checkpoint: str | Path, de
         if device == "cuda":
             order = ["tensorrt", "torch"]
         else:
-            order = ["torch", "onnxruntime"] if resolve_precision(precision, device) == "bf16" else ["onnxruntime", "torch"]
+            order = ["torch", "onnxruntime"]
         reasons = []
         for candidate in order:
             try:

@@ -68,6 +68,19 @@ EXAMPLES = {
 
 
 
+def frame_interval(text: str) -> int | str:
+    """--synthesize-every: a whole number of frames (1 or more), or auto."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"wants a whole number of frames, 1 or more, or auto; got {text!r}")
+    return value
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config file (default: config.toml at the project root)")
 
@@ -189,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--soak", type=int, help="also run this many frames of --video through the loop, reporting RSS")
     bench.add_argument("--live", action="store_true", help="also replay --video as a 30 fps camera through the live loop")
-    bench.add_argument("--synthesize-every", type=int,
-                       help="[runtime].synthesize_every for the frame loop: synthesize every Nth frame")
+    bench.add_argument("--synthesize-every", type=frame_interval,
+                       help="[runtime].synthesize_every for the frame loop: synthesize every Nth frame (or auto)")
 
     def frame_loop_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--expression", default="happy")
@@ -200,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--detect-every", type=int, help="[tracker].detect_every")
         sub.add_argument("--min-face", type=float, help="[tracker].min_face")
         sub.add_argument("--smoothing", type=float, help="[edit].smoothing: time constant (s) of the video smoothing")
-        sub.add_argument("--synthesize-every", type=int,
-                         help="[runtime].synthesize_every: synthesize every Nth frame, carry the change between")
+        sub.add_argument("--synthesize-every", type=frame_interval,
+                         help="[runtime].synthesize_every: synthesize every Nth frame, carry the change between "
+                              "(auto: every frame, but every 2nd live on a CPU without bfloat16 hardware)")
         sub.add_argument("--colour-match", action="store_true", default=None,
                          help="[edit].colour_match: give the synthesized face the input face's colour")
         sub.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)

@@ -47,6 +47,20 @@ def bend_time(config, args) -> float | None:
     return config["edit"].get("bend_time", 2.0) if bending(config, args) else None
 
 
+def synthesis_interval(config, args, backend, live: bool) -> int:
+    """[runtime].synthesize_every as a number of frames. "auto": every frame, except for a live camera when the full
+    model runs on a CPU without bfloat16 hardware. There it cannot keep up with 30 fps (an AVX2-only AMD EPYC, 2
+    cores, 640 x 480: 15-18 fps out with half the frames dropped), and live drops frames rather than fall behind,
+    so the change is synthesized every 2nd frame and carried along the face between (23-25 fps out): a steadier
+    picture for a slightly softer change (docs/benchmarks.md). Files never drop frames, so they keep every one."""
+    setting = getattr(args, "synthesize_every", None) or config["runtime"].get("synthesize_every", "auto")
+    if setting != "auto":
+        return max(int(setting), 1)
+    device = getattr(args, "device", None) or config["runtime"]["device"]
+    keeps_up = device == "cuda" or getattr(backend, "precision", None) == "bf16" or getattr(args, "regression_only", False)
+    return 1 if keeps_up or not live else 2
+
+
 def clamped_intensity(config, args) -> float:
     intensity = config["edit"]["intensity"] if args.intensity is None else args.intensity
     return float(min(max(intensity, 0.0), config["edit"]["max_intensity"]))

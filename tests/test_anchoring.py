@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from reggan.alignment import load_template
-from reggan.anchoring import AnchorSmoother, FaceBend, synthesize_bent
+from reggan.anchoring import AnchorSmoother, FaceBend, VideoBends, synthesize_bent
 from reggan.editor import PhotoEditor
 
 SIZE = 256
@@ -104,6 +104,29 @@ def test_on_video_the_bend_follows_the_faces_slow_geometry_not_each_frame():
     assert np.allclose(smoother(1, moved, 3.0, fresh=True), moved)
     smoother.forget_except(set())
     assert not smoother.state
+
+
+def test_on_video_a_bend_is_rebuilt_only_once_its_averaged_landmarks_have_drifted_past_the_tolerance():
+    built = []
+
+    def build(points):
+        built.append(points.copy())
+        return FaceBend(points, template(), SIZE)
+
+    bends = VideoBends(build, template(), time_constant=2.0, tolerance=0.25)
+    still, moved = template(), face_off_the_template((10.0, 0.0))
+    first = bends(1, still, 0.0, fresh=True)
+    # One frame of the mouth moving by 10 px moves its 2 s average by 0.2 px: the same bend serves.
+    assert bends(1, moved, 0.04, fresh=False) is first and len(built) == 1
+    # The next frame takes the average to 0.4 px: past the tolerance, so a new bend, built for the average.
+    second = bends(1, moved, 0.08, fresh=False)
+    assert second is not first and len(built) == 2
+    assert np.allclose(built[-1][MOUTH_CORNER] - still[MOUTH_CORNER], [10 * (1 - np.exp(-0.04)), 0.0], atol=1e-6)
+    # A new track is bent for its own landmarks at once, and a track that is gone is forgotten.
+    bends(1, moved, 0.12, fresh=True)
+    assert np.allclose(built[-1], moved)
+    bends.forget_except(set())
+    assert not bends.kept and not bends.average.state
 
 
 def test_the_editor_bends_unless_told_not_to(astronaut, dlib_tracker):

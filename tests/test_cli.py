@@ -43,6 +43,38 @@ def test_the_bend_is_on_unless_the_flag_or_the_config_turns_it_off():
     assert bending(config, Namespace())  # commands without the flag
 
 
+def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unless_told_otherwise():
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from reggan.config import load_config
+    from reggan.from_config import synthesis_interval
+
+    config = load_config()
+    assert config["runtime"]["synthesize_every"] == "auto"
+
+    def interval(live, precision="fp32", **flags):
+        args = Namespace(**{"synthesize_every": None, "device": None, "regression_only": False, **flags})
+        return synthesis_interval(config, args, SimpleNamespace(precision=precision), live)
+
+    assert interval(live=True) == 2
+    assert interval(live=False) == 1  # a file never drops frames, so it keeps every one
+    assert interval(live=True, precision="bf16") == 1
+    assert interval(live=True, device="cuda") == 1
+    assert interval(live=True, regression_only=True) == 1
+    assert interval(live=True, synthesize_every=1) == 1 and interval(live=False, synthesize_every=3) == 3
+
+
+def test_synthesize_every_takes_a_whole_number_of_frames_or_auto():
+    from reggan.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["video", "in.mp4", "-o", "o.mp4", "--synthesize-every", "auto"]).synthesize_every == "auto"
+    assert parser.parse_args(["video", "in.mp4", "-o", "o.mp4", "--synthesize-every", "3"]).synthesize_every == 3
+    result = reggan("video", "in.mp4", "-o", "o.mp4", "--synthesize-every", "0")
+    assert result.returncode == 2 and "1 or more, or auto" in result.stderr
+
+
 @pytest.mark.parametrize("options", [[], ["--colour-match"], ["--no-bend"]])
 def test_edit_changes_the_face_and_leaves_the_background(astronaut, astronaut_png, astronaut_landmarks, tmp_path,
                                                          options):

@@ -81,20 +81,22 @@ def test_check_forward_fails_on_a_wrong_graph(small_model, tmp_path):
         check_forward(other, path)
 
 
-def test_auto_backend_exports_on_first_use_and_says_which(small_model, tmp_path, cache_dir, capsys):
+def test_the_onnxruntime_backend_exports_on_first_use(small_model, tmp_path, cache_dir):
     checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
-    backend = make_backend("auto", small_model, checkpoint, "cpu", precision="fp32")
+    assert not list(cache_dir.glob("*/synthesizer.onnx"))
+    backend = make_backend("onnxruntime", small_model, checkpoint, "cpu")
     assert backend.name == "onnxruntime"
-    assert "backend: onnxruntime" in capsys.readouterr().err
     assert list(cache_dir.glob("*/synthesizer.onnx"))
 
 
-def test_auto_prefers_torch_bfloat16_only_on_cpus_with_it_in_hardware(small_model, tmp_path, cache_dir, capsys):
+def test_auto_on_a_cpu_is_torch_in_bfloat16_where_the_cpu_has_it_in_hardware_else_fp32_and_says_which(
+        small_model, tmp_path, cache_dir, capsys):
     checkpoint = save_synthesizer(tmp_path / "m.safetensors", small_model, dtype=torch.float32)
     backend = make_backend("auto", small_model, checkpoint, "cpu")
-    expected = ("torch", "bf16") if cpu_has_fast_bf16() else ("onnxruntime", None)
-    assert (backend.name, getattr(backend, "precision", None)) == expected
-    assert f"backend: {expected[0]}" in capsys.readouterr().err
+    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert (backend.name, backend.precision) == ("torch", expected)
+    assert f"backend: torch on cpu in {expected}" in capsys.readouterr().err
+    assert not list(cache_dir.glob("*/synthesizer.onnx"))  # nothing exported that nothing runs
 
 
 def test_cpu_bfloat16_stays_within_a_grey_level_of_fp32(small_model):
