@@ -45,9 +45,6 @@ def make_processor(config, args, controller, editor=None, live: bool = False):
     tracker = FaceTracker(editor.tracker, tracking["detect_every"], tracking["max_faces"], tracking["min_face"])
     editing = with_overrides(config, "edit", {"smoothing": args.smoothing})["edit"]
     every = synthesis_interval(config, args, editor.backend, live)
-    if live and every > 1 and not args.synthesize_every:
-        print("synthesizing every 2nd frame to keep up on this CPU, the change carried between "
-              "(--synthesize-every 1: every frame)", file=sys.stderr)
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
                           bend_time(config, args))

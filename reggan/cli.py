@@ -67,7 +67,6 @@ EXAMPLES = {
 }
 
 
-
 def frame_interval(text: str) -> int | str:
     """--synthesize-every: a whole number of frames (1 or more), or auto."""
     if text == "auto":

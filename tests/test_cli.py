@@ -43,7 +43,7 @@ def test_the_bend_is_on_unless_the_flag_or_the_config_turns_it_off():
     assert bending(config, Namespace())  # commands without the flag
 
 
-def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unless_told_otherwise():
+def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unless_told_otherwise(capsys):
     from argparse import Namespace
     from types import SimpleNamespace
 
@@ -58,11 +58,13 @@ def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unl
         return synthesis_interval(config, args, SimpleNamespace(precision=precision), live)
 
     assert interval(live=True) == 2
+    assert "every 2nd frame" in capsys.readouterr().err  # said, with how to have every frame
     assert interval(live=False) == 1  # a file never drops frames, so it keeps every one
     assert interval(live=True, precision="bf16") == 1
     assert interval(live=True, device="cuda") == 1
     assert interval(live=True, regression_only=True) == 1
     assert interval(live=True, synthesize_every=1) == 1 and interval(live=False, synthesize_every=3) == 3
+    assert not capsys.readouterr().err
 
 
 def test_synthesize_every_takes_a_whole_number_of_frames_or_auto():
