@@ -52,8 +52,8 @@ def synthesis_interval(config, args, backend, live: bool) -> int:
     """[runtime].synthesize_every as a number of frames. "auto": every frame, except for a live camera when the full
     model runs on a CPU without bfloat16 hardware. There it cannot keep up with 30 fps (an AVX2-only AMD EPYC, 2
     cores, 640 x 480: 15-18 fps out with half the frames dropped), and live drops frames rather than fall behind,
-    so the change is synthesized every 2nd frame and carried along the face between (23-25 fps out): a steadier
-    picture for a slightly softer change (docs/benchmarks.md). Files never drop frames, so they keep every one."""
+    so the change is synthesized every 2nd frame and carried along the face between (24-27 fps out): a steadier
+    picture for a softer change (docs/benchmarks.md). Files never drop frames, so they keep every one."""
     setting = getattr(args, "synthesize_every", None) or config["runtime"].get("synthesize_every", "auto")
     if setting != "auto":
         return max(int(setting), 1)
