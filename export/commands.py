@@ -9,15 +9,18 @@ import argparse
 from pathlib import Path
 
 from reggan.errors import UserError
-from reggan.from_config import checkpoint_path, load_model, make_editor
+from reggan.from_config import load_model, make_editor, model_path
 
 
 def run_export(args, config):
     from reggan.backends import exported_paths
 
-    checkpoint = checkpoint_path(config, args.checkpoint)
-    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu",
-                                                        regression_only=args.regression_only))
+    # A TensorRT engine is for a GPU, where the full refiner is fast: its "auto" choice is made for CUDA.
+    model_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner,
+                                    device="cuda" if args.format == "tensorrt" else "cpu",
+                                    regression_only=args.regression_only)
+    checkpoint = model_path(config, model_args)
+    synthesizer = load_model(config, argparse.Namespace(**{**vars(model_args), "device": "cpu"}), checkpoint)
     paths = exported_paths(checkpoint, synthesizer.use_refiner)
     if args.format == "onnx":
         from reggan.onnx_export import check_forward, export_onnx
@@ -59,18 +62,20 @@ def run_bench(args, config):
     from export.benchmark import run_synthesizer_benchmark
 
     device = args.device or config["runtime"]["device"]
-    synthesizer = load_model(config, argparse.Namespace(checkpoint=args.checkpoint, device="cpu",
-                                                        regression_only=args.regression_only))
+    model_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device,
+                                    regression_only=args.regression_only)
+    checkpoint = model_path(config, model_args)
+    synthesizer = load_model(config, argparse.Namespace(**{**vars(model_args), "device": "cpu"}), checkpoint)
     default_backends = (["torch:fp32", "torch:fp16", "tensorrt"] if device == "cuda"
                         else ["torch:fp32", "torch:bf16", "onnxruntime"])
-    results = run_synthesizer_benchmark(synthesizer, checkpoint_path(config, args.checkpoint),
+    results = run_synthesizer_benchmark(synthesizer, checkpoint,
                                         args.backends or default_backends, device, args.batches, args.repeats)
     if args.video:
         from export.benchmark import run_pipeline_benchmark
         from live.commands import make_processor
         from live.control import ExpressionController
 
-        loop_args = argparse.Namespace(checkpoint=args.checkpoint, device=device, backend=args.backend,
+        loop_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device, backend=args.backend,
                                        precision=args.precision, regression_only=args.regression_only, tracker=None,
                                        max_faces=1, detect_every=None, min_face=None, smoothing=None,
                                        synthesize_every=args.synthesize_every)

@@ -2,10 +2,16 @@
 
 The header's ``reggan`` entry holds everything needed to rebuild the Synthesizer: expressions, resolution,
 template, k, lambda, refiner width, trained stages and the version that wrote it.
+
+A refiner variant (``save_refiner_variant``: the narrow refiner ``reggan train distill`` makes) holds only its
+refiner and names the checkpoint beside it whose warp, regression layer and gate it shares, with that file's
+SHA-256: a few hundred kilobytes instead of a second copy of the 30 MB regression layer, and it refuses to load on
+top of a base that has changed since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -54,6 +60,26 @@ def save_synthesizer(path: str | Path, synthesizer: Synthesizer, dtype: torch.dt
     return path
 
 
+def save_refiner_variant(path: str | Path, synthesizer: Synthesizer, base: str | Path,
+                         dtype: torch.dtype = torch.float16, **extra) -> Path:
+    """Write ``synthesizer``'s refiner alone, on top of the checkpoint ``base`` (which must sit in the same folder:
+    the two travel together)."""
+    path, base = Path(path), Path(base)
+    if base.resolve().parent != path.resolve().parent:
+        raise ValueError(f"a refiner variant must sit beside its base checkpoint: {path} is not next to {base}")
+    tensors = {name: value.detach().to("cpu", dtype).contiguous()
+               for name, value in synthesizer.state_dict().items() if name.startswith("refiner.")}
+    metadata = describe(synthesizer, base=base.name, base_sha256=file_sha256(base), **extra)
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={"reggan": json.dumps(metadata)})
+    partial.replace(path)
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def read_metadata(path: str | Path) -> dict:
     """The JSON description in a checkpoint's header."""
     path = Path(path)
@@ -70,6 +96,24 @@ def read_metadata(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not a reggan checkpoint (corrupt or another format): {error}") from error
 
 
+def read_tensors(path: Path) -> dict:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
+
+
+def base_tensors(path: Path, metadata: dict) -> dict:
+    """A refiner variant's base checkpoint's tensors, less its own refiner."""
+    base = path.parent / metadata["base"]
+    if not base.is_file():
+        raise CheckpointError(f"{path} is a refiner on top of {base.name}, which is not beside it")
+    if file_sha256(base) != metadata.get("base_sha256"):
+        raise CheckpointError(f"{path} was made for another version of {base.name} (its SHA-256 differs): make it "
+                              "again for this one with `reggan train distill`")
+    return {name: value for name, value in read_tensors(base).items() if not name.startswith("refiner.")}
+
+
 def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
     """Rebuild the Synthesizer a checkpoint describes and load its weights as float32."""
     metadata = read_metadata(path)
@@ -78,10 +122,9 @@ def load_synthesizer(path: str | Path, device: str = "cpu") -> Synthesizer:
         metadata.get("generator", "refiner"), metadata.get("decoder", "transpose"), metadata.get("change_chroma", 1.0),
         metadata.get("detail_scale", 0),
     )
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
+    tensors = read_tensors(path)
+    if "base" in metadata:
+        tensors = {**base_tensors(Path(path), metadata), **tensors}
     expected = synthesizer.state_dict()
     # Checkpoints from before the warp stage have no fields (the zero field is exactly no warp), and those from
     # before the familiarity gate no statistics (the defaults keep the gate open): both load as they were.

@@ -28,6 +28,7 @@ EXAMPLES = {
   reggan train regression                          # stage 1: closed-form ridge fit + 2 robust refits, minutes
   reggan train refine --device cuda                # stage 2: adversarial refiner (resumes if interrupted)
   reggan train refine --steps 200 --batch 4        # a short CPU run
+  reggan train distill                             # a width-16 refiner reproducing the bundled one, for CPUs
   torchrun --nproc-per-node 4 -m reggan.cli train refine --device cuda   # several GPUs (DDP)""",
     "edit": """examples:
   reggan edit photo.jpg --expression happy -o happy.png
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("edit", "animate", "video", "batch", "live", "export", "bench"):
             sub.add_argument("--regression-only", action="store_true",
                              help="skip the refiner: the intermediate representation alone, ~15x faster on a CPU")
+            sub.add_argument("--refiner", choices=["auto", "full", "lite"],
+                             help="[runtime].refiner: full, or the narrow one distilled from it for CPUs (lite); "
+                                  "auto: lite on a CPU without bfloat16 hardware")
         return sub
 
     prepare = command("prepare", "detect, align and cache training crops")
@@ -106,16 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--prepared", help="output folder for crops, manifest.csv and report.txt")
     prepare.add_argument("--rebuild-template", action="store_true", help="recompute reggan/template_68.json")
 
-    train = command("train", "fit the regression layer (stage 1) or train the refiner (stage 2)")
-    train.add_argument("stage", choices=["regression", "refine"])
+    train = command("train", "fit the regression layer (stage 1), train the refiner (stage 2) or distill a narrower "
+                             "refiner from a trained one (for CPUs)")
+    train.add_argument("stage", choices=["regression", "refine", "distill"])
     train.add_argument("--prepared", help="prepared data folder")
     train.add_argument("--kernel", type=int, help="regression receptive field k")
     train.add_argument("--ridge-lambda", type=float, help="ridge penalty lambda (pulls the weights towards the identity map)")
     train.add_argument("--robust-rounds", type=int,
                        help="robust refits of the regression layer (0: plain least squares; see [regression])")
     train.add_argument("--regression", default="cache/regression.safetensors", help="stage-1 checkpoint (in/out)")
-    train.add_argument("--out", help="final checkpoint (stage 2; default: config [model].checkpoint)")
-    train.add_argument("--work-dir", default="cache/refine", help="resumable state, losses and sample grids")
+    train.add_argument("--out", help="final checkpoint (stage 2; default: config [model].checkpoint; distill: "
+                                     "NAME-lite.safetensors beside the teacher)")
+    train.add_argument("--work-dir", help="resumable state, losses and sample grids (default: cache/refine, "
+                                          "cache/distill)")
+    train.add_argument("--teacher", help="distill: the checkpoint to reproduce (default: config [model].checkpoint)")
+    train.add_argument("--width", type=int, help="distill: [distill].width, the narrow refiner's channels")
     train.add_argument("--steps", type=int)
     train.add_argument("--batch", type=int)
     train.add_argument("--device", choices=["cpu", "cuda"])

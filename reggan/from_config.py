@@ -9,16 +9,52 @@ import sys
 from pathlib import Path
 
 from reggan.config import resolve_path
+from reggan.errors import UserError
 
 
 def checkpoint_path(config: dict, given: str | None) -> Path:
     return resolve_path(given or config["model"]["checkpoint"])
 
 
-def load_model(config, args):
+def lite_path(checkpoint: Path) -> Path:
+    """Where the narrow refiner distilled from ``checkpoint`` lives (`reggan train distill` writes it there)."""
+    return checkpoint.with_name(checkpoint.stem + "-lite.safetensors")
+
+
+def model_path(config, args) -> Path:
+    """The checkpoint to run: --checkpoint or [model].checkpoint, or the lite refiner distilled from it, as
+    [runtime].refiner (or --refiner) says. "auto": the lite one on a CPU without bfloat16 hardware, where the full
+    refiner is half of a frame's time (docs/benchmarks.md), when one sits beside the checkpoint; the full one
+    everywhere else."""
+    checkpoint = checkpoint_path(config, getattr(args, "checkpoint", None))
+    choice = getattr(args, "refiner", None) or config["runtime"].get("refiner", "auto")
+    if choice not in ("auto", "full", "lite"):
+        raise UserError(f"[runtime].refiner is {choice!r}: choose auto, full or lite")
+    if choice == "full" or getattr(args, "regression_only", False):
+        return checkpoint
+    lite = lite_path(checkpoint)
+    if choice == "lite":
+        if not lite.is_file():
+            raise UserError(f"--refiner lite: there is no {lite.name} beside {checkpoint}; make it with "
+                            f"`reggan train distill --teacher {checkpoint}`")
+        return lite
+    from reggan.backends import cpu_has_fast_bf16
+
+    device = getattr(args, "device", None) or config["runtime"]["device"]
+    if device == "cuda" or cpu_has_fast_bf16() or not lite.is_file():
+        return checkpoint
+    # Said as the backend's automatic choice is: the user sees why, and how to have the other.
+    print(f"refiner: lite ({lite.name}), as this CPU has no bfloat16 hardware (--refiner full: the full one)",
+          file=sys.stderr)
+    return lite
+
+
+def load_model(config, args, path: Path | None = None):
+    """The Synthesizer at ``path`` (default: ``model_path``), on the configured device."""
     from reggan.checkpoint import load_synthesizer
 
-    synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint), args.device or config["runtime"]["device"])
+    path = path or model_path(config, args)
+    synthesizer = load_synthesizer(path, args.device or config["runtime"]["device"])
     synthesizer.use_refiner = not getattr(args, "regression_only", False)
     return synthesizer
 
@@ -29,8 +65,8 @@ def make_editor(config, args):
     from reggan.trackers import make_tracker
 
     device = args.device or config["runtime"]["device"]
-    backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args),
-                           checkpoint_path(config, args.checkpoint), device,
+    path = model_path(config, args)
+    backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args, path), path, device,
                            getattr(args, "precision", None) or config["runtime"]["precision"])
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))
     colour_match = getattr(args, "colour_match", None) or config["edit"].get("colour_match", False)

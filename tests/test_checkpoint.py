@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reggan.checkpoint import CheckpointError, load_synthesizer, read_metadata, save_synthesizer
+from reggan.checkpoint import (
+    CheckpointError, load_synthesizer, read_metadata, save_refiner_variant, save_synthesizer,
+)
 from reggan.networks import Synthesizer
 
 
@@ -78,3 +80,34 @@ def test_loading_never_unpickles(tmp_path):
     torch.save({"x": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError):
         load_synthesizer(path)
+
+
+def test_a_refiner_variant_stores_only_its_refiner_and_loads_on_its_base(tmp_path):
+    base_model = small_model()
+    base = save_synthesizer(tmp_path / "m.safetensors", base_model, dtype=torch.float32)
+    torch.manual_seed(1)
+    narrow = Synthesizer(["happy", "sad"], 32, kernel=3, width=4)
+    narrow.load_state_dict({**base_model.state_dict(), **{k: v for k, v in narrow.state_dict().items()
+                                                          if k.startswith("refiner.")}})
+    variant = save_refiner_variant(tmp_path / "m-lite.safetensors", narrow.eval(), base, dtype=torch.float32)
+    assert variant.stat().st_size < base.stat().st_size / 5  # no second copy of the regression layer
+    loaded = load_synthesizer(variant)
+    assert loaded.width == 4 and read_metadata(variant)["base"] == "m.safetensors"
+    x = torch.rand(2, 3, 32, 32)
+    args = (x, torch.tensor([1, 2]), torch.ones(2))
+    with torch.no_grad():
+        assert torch.equal(narrow(*args), loaded(*args))
+
+
+def test_a_refiner_variant_refuses_a_changed_or_missing_base(tmp_path):
+    base = save_synthesizer(tmp_path / "m.safetensors", small_model(), dtype=torch.float32)
+    variant = save_refiner_variant(tmp_path / "m-lite.safetensors", small_model(), base)
+    save_synthesizer(base, Synthesizer(["happy", "sad"], 32, kernel=3, width=8), dtype=torch.float32)  # retrained
+    with pytest.raises(CheckpointError, match="another version of m.safetensors"):
+        load_synthesizer(variant)
+    base.unlink()
+    with pytest.raises(CheckpointError, match="not beside it"):
+        load_synthesizer(variant)
+    with pytest.raises(ValueError, match="beside its base"):
+        (tmp_path / "elsewhere").mkdir()
+        save_refiner_variant(tmp_path / "elsewhere" / "v.safetensors", small_model(), tmp_path / "x.safetensors")

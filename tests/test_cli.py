@@ -67,6 +67,36 @@ def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unl
     assert not capsys.readouterr().err
 
 
+def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_exists(tmp_path, monkeypatch, capsys):
+    from argparse import Namespace
+
+    import reggan.backends
+    from reggan.config import load_config
+    from reggan.errors import UserError
+    from reggan.from_config import model_path
+
+    config = load_config()
+    assert config["runtime"]["refiner"] == "auto"
+    full = tmp_path / "model.safetensors"
+    lite = tmp_path / "model-lite.safetensors"
+    full.touch()
+
+    def chosen(fast_bf16=False, **flags):
+        monkeypatch.setattr(reggan.backends, "cpu_has_fast_bf16", lambda: fast_bf16)
+        return model_path(config, Namespace(**{"checkpoint": str(full), "device": None, "refiner": None, **flags}))
+
+    assert chosen() == full  # no lite refiner made for this checkpoint: the full one, silently
+    with pytest.raises(UserError, match="reggan train distill"):
+        chosen(refiner="lite")
+    lite.touch()
+    assert not capsys.readouterr().err
+    assert chosen() == lite
+    assert "--refiner full" in capsys.readouterr().err  # said, with how to have the full one
+    assert chosen(fast_bf16=True) == full and chosen(device="cuda") == full
+    assert chosen(refiner="full") == full and chosen(regression_only=True) == full
+    assert chosen(fast_bf16=True, refiner="lite") == lite
+
+
 def test_synthesize_every_takes_a_whole_number_of_frames_or_auto():
     from reggan.cli import build_parser
 

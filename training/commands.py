@@ -15,7 +15,7 @@ import cv2
 
 from reggan.config import resolve_path, with_overrides
 from reggan.errors import UserError
-from reggan.from_config import bend_time, bending, checkpoint_path
+from reggan.from_config import bend_time, bending, checkpoint_path, lite_path
 
 
 def run_prepare(args, config):
@@ -56,6 +56,8 @@ def run_train(args, config):
                          ridge_lambda=settings["ridge_lambda"], robust_rounds=settings.get("robust_rounds", 0))
         print(f"wrote {regression_path}")
         return
+    if args.stage == "distill":
+        return run_distill(args, config, prepared)
     from training.prepare import read_manifest
     from training.train_refiner import on_stage1, train_refiner
 
@@ -84,7 +86,37 @@ def run_train(args, config):
         save_synthesizer(out, model, steps=step, **meta)
 
     train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"],
-                  resolve_path(args.work_dir), device, max_minutes=args.max_minutes, on_checkpoint=save)
+                  resolve_path(args.work_dir or "cache/refine"), device, max_minutes=args.max_minutes,
+                  on_checkpoint=save)
+    print(f"wrote {out}")
+
+
+def run_distill(args, config, prepared: Path):
+    """A narrower refiner taught to reproduce the teacher's (training/distill_refiner.py), saved as a refiner
+    variant beside the teacher: NAME-lite.safetensors is what ``[runtime].refiner = "lite"`` loads."""
+    from reggan.checkpoint import load_synthesizer, save_refiner_variant
+    from training.distill_refiner import distill_refiner, narrower
+    from training.prepare import read_manifest
+
+    config = with_overrides(config, "distill", {"width": args.width, "steps": args.steps, "batch": args.batch})
+    if args.device == "cuda":
+        raise UserError("reggan train distill runs on the CPU (it is meant for, and fast enough on, one)")
+    teacher_path = checkpoint_path(config, args.teacher)
+    teacher = load_synthesizer(teacher_path)
+    if "base" in teacher.metadata:
+        raise UserError(f"{teacher_path} is itself a refiner variant: distill from the checkpoint it sits on")
+    rows = read_manifest(prepared, "train")
+    crops = sorted({Path(row["neutral"]) for row in rows} | {Path(row["target"]) for row in rows})
+    out = resolve_path(args.out) if args.out else lite_path(teacher_path)
+    settings = config["distill"]
+    meta = {"stages": [*teacher.metadata.get("stages", []), "distill"],
+            "training_command": "reggan " + shlex.join(sys.argv[1:])}
+
+    def save(model, step):
+        save_refiner_variant(out, model, teacher_path, steps=step, **meta)
+
+    distill_refiner(teacher, narrower(teacher, settings["width"]), crops, settings,
+                    resolve_path(args.work_dir or "cache/distill"), max_minutes=args.max_minutes, on_checkpoint=save)
     print(f"wrote {out}")
 
 

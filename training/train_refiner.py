@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from reggan.backends import cpu_has_fast_bf16
 from reggan.images import read_rgb, write_rgb
 from reggan.networks import Discriminator, Synthesizer
+from training.training_state import load_training_state, save_training_state
 
 
 class PairBank:
@@ -162,41 +162,17 @@ class RefinerTraining:
             "g_cls": loss_g_cls.item(), "l1": loss_l1.item(), "coarse": loss_coarse.item(), "id": loss_identity.item(),
         }
 
-    # Resumable state: every tensor (weights and Adam moments) in one safetensors file, the rest as JSON.
     def save_state(self, path: Path) -> None:
-        tensors, plain = {}, {"step": self.step_count}
-        for prefix, module in (("refiner", self.refiner), ("discriminator", self.discriminator)):
-            for name, value in module.state_dict().items():
-                tensors[f"{prefix}.{name}"] = value.detach().cpu().contiguous()
-        for prefix, optimizer in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
-            state = optimizer.state_dict()
-            plain[prefix] = {"param_groups": state["param_groups"], "keys": {}}
-            for index, slots in state["state"].items():
-                for slot, value in slots.items():
-                    key = f"{prefix}.{index}.{slot}"
-                    tensors[key] = torch.as_tensor(value).detach().cpu().contiguous()
-                    plain[prefix]["keys"].setdefault(str(index), []).append(slot)
-        partial = path.with_name(path.name + ".partial")
-        save_file(tensors, str(partial), metadata={"training": json.dumps(plain)})
-        partial.replace(path)
+        save_training_state(path, self.modules(), self.optimizers(), {"step": self.step_count})
 
     def load_state(self, path: Path) -> None:
-        tensors = load_file(str(path))
-        with open(path, "rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        plain = json.loads(header["__metadata__"]["training"])
-        for prefix, module in (("refiner", self.refiner), ("discriminator", self.discriminator)):
-            module.load_state_dict({n[len(prefix) + 1 :]: v for n, v in tensors.items() if n.startswith(prefix + ".")})
-        for prefix, optimizer in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
-            state = {
-                int(index): {slot: tensors[f"{prefix}.{index}.{slot}"].to(self.device) for slot in slots}
-                for index, slots in plain[prefix]["keys"].items()
-            }
-            for slots in state.values():
-                if "step" in slots:
-                    slots["step"] = slots["step"].cpu()
-            optimizer.load_state_dict({"state": state, "param_groups": plain[prefix]["param_groups"]})
-        self.step_count = plain["step"]
+        self.step_count = load_training_state(path, self.modules(), self.optimizers())["step"]
+
+    def modules(self) -> dict:
+        return {"refiner": self.refiner, "discriminator": self.discriminator}
+
+    def optimizers(self) -> dict:
+        return {"optimizer_g": self.optimizer_g, "optimizer_d": self.optimizer_d}
 
 
 def sample_grid(synthesizer: Synthesizer, neutral: torch.Tensor) -> np.ndarray:
