@@ -15,12 +15,10 @@ from reggan.from_config import load_model, make_editor, model_path
 def run_export(args, config):
     from reggan.backends import exported_paths
 
-    # A TensorRT engine is for a GPU, where the full refiner is fast: its "auto" choice is made for CUDA.
-    model_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner,
-                                    device="cuda" if args.format == "tensorrt" else "cpu",
+    model_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device="cpu",
                                     regression_only=args.regression_only)
-    checkpoint = model_path(config, model_args)
-    synthesizer = load_model(config, argparse.Namespace(**{**vars(model_args), "device": "cpu"}), checkpoint)
+    checkpoint = model_path(config, model_args, frame_loop=False)
+    synthesizer = load_model(config, model_args, checkpoint)
     paths = exported_paths(checkpoint, synthesizer.use_refiner)
     if args.format == "onnx":
         from reggan.onnx_export import check_forward, export_onnx

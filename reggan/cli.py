@@ -268,7 +268,7 @@ def run_edit(args, config):
     from reggan.images import flatten, read_rgb_alpha, write_rgb
 
     image, alpha = read_rgb_alpha(args.photo)  # a cut-out avatar keeps its transparency
-    editor = make_editor(config, args)
+    editor = make_editor(config, args, frame_loop=False)
     intensity = clamped_intensity(config, args)
     if args.expression == "all":
         image, alpha = flatten(image, alpha), None  # a strip of cut-outs is easier to read on white

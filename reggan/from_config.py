@@ -21,11 +21,12 @@ def lite_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + "-lite.safetensors")
 
 
-def model_path(config, args) -> Path:
+def model_path(config, args, frame_loop: bool = True) -> Path:
     """The checkpoint to run: --checkpoint or [model].checkpoint, or the lite refiner distilled from it, as
-    [runtime].refiner (or --refiner) says. "auto": the lite one on a CPU without bfloat16 hardware, where the full
-    refiner is half of a frame's time (docs/benchmarks.md), when one sits beside the checkpoint; the full one
-    everywhere else."""
+    [runtime].refiner (or --refiner) says. "auto": for video on a CPU without bfloat16 hardware, where the full
+    refiner is half of a frame's time (docs/benchmarks.md), the lite one when it sits beside the checkpoint; the
+    full one everywhere else, and outside a ``frame_loop`` (a photo is edited once, an export made once for whatever
+    machine runs it, so their speed hardly matters here)."""
     checkpoint = checkpoint_path(config, getattr(args, "checkpoint", None))
     choice = getattr(args, "refiner", None) or config["runtime"].get("refiner", "auto")
     if choice not in ("auto", "full", "lite"):
@@ -41,7 +42,7 @@ def model_path(config, args) -> Path:
     from reggan.backends import cpu_has_fast_bf16
 
     device = getattr(args, "device", None) or config["runtime"]["device"]
-    if device == "cuda" or cpu_has_fast_bf16() or not lite.is_file():
+    if not frame_loop or device == "cuda" or cpu_has_fast_bf16() or not lite.is_file():
         return checkpoint
     # Said as the backend's automatic choice is: the user sees why, and how to have the other.
     print(f"refiner: lite ({lite.name}), as this CPU has no bfloat16 hardware (--refiner full: the full one)",
@@ -59,13 +60,14 @@ def load_model(config, args, path: Path | None = None):
     return synthesizer
 
 
-def make_editor(config, args):
+def make_editor(config, args, frame_loop: bool = True):
+    """The photo editor (backend, tracker, paste-back) the commands share; ``frame_loop``: False for photos."""
     from reggan.backends import make_backend
     from reggan.editor import PhotoEditor
     from reggan.trackers import make_tracker
 
     device = args.device or config["runtime"]["device"]
-    path = model_path(config, args)
+    path = model_path(config, args, frame_loop)
     backend = make_backend(args.backend or config["runtime"]["backend"], load_model(config, args, path), path, device,
                            getattr(args, "precision", None) or config["runtime"]["precision"])
     tracker = make_tracker(args.tracker or config["tracker"]["backend"], upsample=config["tracker"].get("upsample", 0))

@@ -81,9 +81,10 @@ def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_e
     lite = tmp_path / "model-lite.safetensors"
     full.touch()
 
-    def chosen(fast_bf16=False, **flags):
+    def chosen(fast_bf16=False, frame_loop=True, **flags):
         monkeypatch.setattr(reggan.backends, "cpu_has_fast_bf16", lambda: fast_bf16)
-        return model_path(config, Namespace(**{"checkpoint": str(full), "device": None, "refiner": None, **flags}))
+        args = Namespace(**{"checkpoint": str(full), "device": None, "refiner": None, **flags})
+        return model_path(config, args, frame_loop)
 
     assert chosen() == full  # no lite refiner made for this checkpoint: the full one, silently
     with pytest.raises(UserError, match="reggan train distill"):
@@ -93,6 +94,7 @@ def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_e
     assert chosen() == lite
     assert "--refiner full" in capsys.readouterr().err  # said, with how to have the full one
     assert chosen(fast_bf16=True) == full and chosen(device="cuda") == full
+    assert chosen(frame_loop=False) == full  # a photo is edited once: the full refiner
     assert chosen(refiner="full") == full and chosen(regression_only=True) == full
     assert chosen(fast_bf16=True, refiner="lite") == lite
 
