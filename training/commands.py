@@ -190,8 +190,10 @@ def run_eval(args, config):
         raise UserError(f"{prepared / 'manifest.csv'} has no {args.split!r} rows: run `reggan prepare` again (a "
                         "manifest written before [data.validation] existed has no 'val' split)")
     results["split"] = args.split
-    synthesizer = load_synthesizer(checkpoint_path(config, args.checkpoint))
-    extra = {}
+    checkpoint = checkpoint_path(config, args.checkpoint)
+    synthesizer = load_synthesizer(checkpoint)
+    # The lite refiner distilled from this checkpoint, when there is one: its own row, for what it costs in quality.
+    extra = {ev.LITE: load_synthesizer(lite_path(checkpoint))} if lite_path(checkpoint).is_file() else {}
     for item in args.baseline:
         name, _, path = item.partition("=")
         if not path:

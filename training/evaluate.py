@@ -53,11 +53,12 @@ def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressi
 
 
 FULL = "RegGAN (full)"  # the method every other row is compared with (``verdict``)
+LITE = "RegGAN lite (distilled refiner)"  # the same model with its narrow refiner ([runtime].refiner = "lite")
 
 
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
     """Method name -> function(crops, expressions, keeps, bends) -> crops. The warp-only row is there when the model
-    has a warp."""
+    has a warp; ``extra`` rows (the lite refiner, --baseline checkpoints) follow the full model."""
     methods = {"copy-the-input": lambda crops, expressions, keeps, bends: list(crops)}
     if torch.count_nonzero(reggan.warp.field):
         methods["warp only"] = partial(synthesize_batch, reggan, stage="warp")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluate import FULL, STABLE_REFERENCE
+from training.evaluate import FULL, LITE, STABLE_REFERENCE
 from training.judges import SAME_PERSON_THRESHOLD
 
 
@@ -67,9 +67,9 @@ def flicker_table(flicker: dict, per_clip: str, mean: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Rows the full model is not measured against in the verdict: the input itself and the ablation below the
-# regression layer. The regression-only row and every --baseline row are.
-NOT_COMPETITORS = {"copy-the-input", "warp only", FULL}
+# Rows the full model is not measured against in the verdict: the input itself, the ablation below the
+# regression layer and its own lite refiner. The regression-only row and every --baseline row are.
+NOT_COMPETITORS = {"copy-the-input", "warp only", FULL, LITE}
 FLICKER_TARGET = 1.1
 
 
