@@ -108,6 +108,8 @@ def run_distill(args, config, prepared: Path):
     rows = read_manifest(prepared, "train")
     crops = sorted({Path(row["neutral"]) for row in rows} | {Path(row["target"]) for row in rows})
     out = resolve_path(args.out) if args.out else lite_path(teacher_path)
+    if out.resolve().parent != teacher_path.resolve().parent:  # said now, not at the first checkpoint
+        raise UserError(f"--out {out}: a lite refiner is stored beside its teacher, in {teacher_path.parent}")
     settings = config["distill"]
     meta = {"stages": [*teacher.metadata.get("stages", []), "distill"],
             "training_command": "reggan " + shlex.join(sys.argv[1:])}
