@@ -82,3 +82,22 @@ def test_distillation_resumes_where_it_stopped(tmp_path, astronaut):
         assert torch.equal(resumed.student.refiner.state_dict()[name], value)
     # The learning rate goes on down its cosine from step 5 of 10 (half way: the mean of lr and its 5 % floor).
     assert np.isclose(resumed.schedule.get_last_lr()[0], (0.003 + 0.003 * 0.05) / 2)
+
+
+def test_the_command_writes_a_lite_refiner_beside_its_teacher(tmp_path, astronaut):
+    from reggan.checkpoint import load_synthesizer, read_metadata, save_synthesizer
+    from reggan.cli import main
+
+    teacher = save_synthesizer(tmp_path / "model.safetensors", teacher_model(), dtype=torch.float32)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    paths = crops(prepared, astronaut, count=4)
+    rows = [f"own,{i},happy,{paths[i].name},{paths[i + 1].name},train" for i in range(3)]
+    (prepared / "manifest.csv").write_text("dataset,subject,expression,neutral,target,split\n" + "\n".join(rows))
+    common = ["train", "distill", "--teacher", str(teacher), "--prepared", str(prepared), "--steps", "3",
+              "--batch", "2", "--width", "4", "--work-dir", str(tmp_path / "work")]
+    assert main(common + ["--out", str(tmp_path / "work" / "x.safetensors")]) == 2  # not beside its teacher
+    assert main(common) == 0
+    lite = tmp_path / "model-lite.safetensors"
+    assert read_metadata(lite)["base"] == "model.safetensors" and read_metadata(lite)["steps"] == 3
+    assert load_synthesizer(lite).width == 4
