@@ -103,14 +103,24 @@ def read_tensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot read the weights (corrupt or truncated file): {error}") from error
 
 
+def variant_problem(path: Path, metadata: dict | None = None) -> str | None:
+    """Why the refiner variant at ``path`` cannot load on its base (None: it can)."""
+    metadata = metadata or read_metadata(path)
+    base = Path(path).parent / metadata["base"]
+    if not base.is_file():
+        return f"{path} is a refiner on top of {base.name}, which is not beside it"
+    if file_sha256(base) != metadata.get("base_sha256"):
+        return (f"{path} was made for another version of {base.name} (its SHA-256 differs): make it again for this "
+                "one with `reggan train distill`")
+    return None
+
+
 def base_tensors(path: Path, metadata: dict) -> dict:
     """A refiner variant's base checkpoint's tensors, less its own refiner."""
+    problem = variant_problem(path, metadata)
+    if problem:
+        raise CheckpointError(problem)
     base = path.parent / metadata["base"]
-    if not base.is_file():
-        raise CheckpointError(f"{path} is a refiner on top of {base.name}, which is not beside it")
-    if file_sha256(base) != metadata.get("base_sha256"):
-        raise CheckpointError(f"{path} was made for another version of {base.name} (its SHA-256 differs): make it "
-                              "again for this one with `reggan train distill`")
     return {name: value for name, value in read_tensors(base).items() if not name.startswith("refiner.")}
 
 

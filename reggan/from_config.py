@@ -40,9 +40,14 @@ def model_path(config, args, frame_loop: bool = True) -> Path:
                             f"`reggan train distill --teacher {checkpoint}`")
         return lite
     from reggan.backends import cpu_has_fast_bf16
+    from reggan.checkpoint import variant_problem
 
     device = getattr(args, "device", None) or config["runtime"]["device"]
     if not frame_loop or device == "cuda" or cpu_has_fast_bf16() or not lite.is_file():
+        return checkpoint
+    problem = variant_problem(lite)
+    if problem:  # the checkpoint was retrained after its lite refiner was made: the full one, and why
+        print(f"refiner: full, not the lite one: {problem}", file=sys.stderr)
         return checkpoint
     # Said as the backend's automatic choice is: the user sees why, and how to have the other.
     print(f"refiner: lite ({lite.name}), as this CPU has no bfloat16 hardware (--refiner full: the full one)",

@@ -70,16 +70,19 @@ def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unl
 def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_exists(tmp_path, monkeypatch, capsys):
     from argparse import Namespace
 
+    import torch
+
     import reggan.backends
+    from reggan.checkpoint import save_refiner_variant, save_synthesizer
     from reggan.config import load_config
     from reggan.errors import UserError
     from reggan.from_config import model_path
+    from reggan.networks import Synthesizer
 
     config = load_config()
     assert config["runtime"]["refiner"] == "auto"
-    full = tmp_path / "model.safetensors"
+    full = save_synthesizer(tmp_path / "model.safetensors", Synthesizer(["happy"], 32, kernel=3, width=8))
     lite = tmp_path / "model-lite.safetensors"
-    full.touch()
 
     def chosen(fast_bf16=False, frame_loop=True, **flags):
         monkeypatch.setattr(reggan.backends, "cpu_has_fast_bf16", lambda: fast_bf16)
@@ -89,7 +92,7 @@ def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_e
     assert chosen() == full  # no lite refiner made for this checkpoint: the full one, silently
     with pytest.raises(UserError, match="reggan train distill"):
         chosen(refiner="lite")
-    lite.touch()
+    save_refiner_variant(lite, Synthesizer(["happy"], 32, kernel=3, width=4), full)
     assert not capsys.readouterr().err
     assert chosen() == lite
     assert "--refiner full" in capsys.readouterr().err  # said, with how to have the full one
@@ -97,6 +100,11 @@ def test_the_lite_refiner_is_chosen_on_a_cpu_without_bfloat16_hardware_when_it_e
     assert chosen(frame_loop=False) == full  # a photo is edited once: the full refiner
     assert chosen(refiner="full") == full and chosen(regression_only=True) == full
     assert chosen(fast_bf16=True, refiner="lite") == lite
+    # The checkpoint retrained after its lite refiner was made: auto runs the full one and says why.
+    save_synthesizer(full, Synthesizer(["happy"], 32, kernel=3, width=8), dtype=torch.float32)
+    capsys.readouterr()
+    assert chosen() == full
+    assert "reggan train distill" in capsys.readouterr().err
 
 
 def test_synthesize_every_takes_a_whole_number_of_frames_or_auto():
