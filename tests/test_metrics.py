@@ -197,7 +197,10 @@ def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronau
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"split", "held_out", "ood", "flicker", "synthetic_motion"} and results["split"] == "eval"
     assert results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
-    assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)"}
+    # The bundled model has its lite refiner beside it: scored as its own row.
+    assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)",
+                                                           "RegGAN lite (distilled refiner)"}
+    assert "RegGAN lite (distilled refiner)" in results["held_out"]["methods"]
     flicker = results["flicker"]
     assert "RegGAN (full), smoothing off" in flicker and 0 <= flicker["RegGAN (full)"]["mean_expression"] <= 1
     assert "The expression on video" in (out / "results.md").read_text()
