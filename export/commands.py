@@ -73,8 +73,8 @@ def run_bench(args, config):
         from live.commands import make_processor
         from live.control import ExpressionController
 
-        loop_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device, backend=args.backend,
-                                       precision=args.precision, regression_only=args.regression_only, tracker=None,
+        loop_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device,
+                                       backend=args.backend, precision=args.precision, regression_only=args.regression_only, tracker=None,
                                        max_faces=1, detect_every=None, min_face=None, smoothing=None,
                                        synthesize_every=args.synthesize_every)
         editor = make_editor(config, loop_args)  # one model for the file-mode and the live timing

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="skip the refiner: the intermediate representation alone, ~15x faster on a CPU")
             sub.add_argument("--refiner", choices=["auto", "full", "lite"],
                              help="[runtime].refiner: full, or the narrow one distilled from it for CPUs (lite); "
-                                  "auto: lite on a CPU without bfloat16 hardware")
+                                  "auto: lite for video on a CPU without bfloat16 hardware")
         return sub
 
     prepare = command("prepare", "detect, align and cache training crops")
