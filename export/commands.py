@@ -75,7 +75,8 @@ def run_bench(args, config):
 
         loop_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device,
                                        backend=args.backend, precision=args.precision,
-                                       regression_only=args.regression_only, tracker=None, max_faces=1, detect_every=None, min_face=None, smoothing=None,
+                                       regression_only=args.regression_only, tracker=None, max_faces=1,
+                                       detect_every=None, min_face=None, smoothing=None,
                                        synthesize_every=args.synthesize_every)
         editor = make_editor(config, loop_args)  # one model for the file-mode and the live timing
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0), editor)
