@@ -31,6 +31,7 @@ from tqdm import tqdm
 from reggan.backends import cpu_has_fast_bf16
 from reggan.images import read_rgb, write_rgb
 from reggan.networks import Synthesizer
+from training.train_refiner import expression_grid, on_stage1
 from training.training_state import load_training_state, save_training_state
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -38,11 +39,7 @@ LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 def narrower(teacher: Synthesizer, width: int) -> Synthesizer:
     """The teacher's warp, regression layer and gate under an untrained refiner ``width`` channels wide."""
-    student = Synthesizer(teacher.expressions[1:], teacher.resolution, teacher.regression.kernel, width,
-                          teacher.generator, teacher.decoder, teacher.change_chroma, teacher.detail_scale)
-    for stage in ("warp", "regression", "familiarity"):
-        getattr(student, stage).load_state_dict(getattr(teacher, stage).state_dict())
-    return student
+    return on_stage1(teacher, teacher.generator, teacher.decoder, teacher.detail_scale, width)
 
 
 class FaceBank:
@@ -74,9 +71,8 @@ class Distillation:
 
     def __init__(self, teacher: Synthesizer, student: Synthesizer, settings: dict):
         self.teacher = teacher.eval().requires_grad_(False)
-        self.student = student.train()
-        for stage in ("warp", "regression", "familiarity"):
-            getattr(self.student, stage).requires_grad_(False)
+        self.student = student.train().requires_grad_(False)
+        self.student.refiner.requires_grad_(True)  # only the refiner learns
         self.settings = settings
         self.optimizer = torch.optim.Adam(self.student.refiner.parameters(), settings["lr"])
         # Cosine from lr down to 5 % of it over [distill].steps, in closed form, so a run resumed with more steps
@@ -123,21 +119,6 @@ class Distillation:
         self.step_count = plain["step"]
 
 
-def side_by_side(teacher: Synthesizer, student: Synthesizer, faces: torch.Tensor) -> np.ndarray:
-    """Rows: faces, teacher above student; columns: input, then every expression at full intensity  # uint8."""
-    rows = []
-    with torch.no_grad():
-        for face in faces[:3]:
-            face = face[None]
-            for model in (teacher, student):
-                row = [face]
-                for label in range(1, len(teacher.expressions)):
-                    row.append(model(face, torch.tensor([label]), torch.ones(1)))
-                rows.append(torch.cat(row, 3))
-    grid = torch.cat(rows, 2)[0].permute(1, 2, 0).numpy()
-    return (grid * 255).round().clip(0, 255).astype(np.uint8)
-
-
 def distill_refiner(teacher: Synthesizer, student: Synthesizer, crops: list[Path], settings: dict, out_dir: Path,
                     resume: bool = True, max_minutes: float | None = None, on_checkpoint=None) -> Synthesizer:
     """Train ``student.refiner`` in place to reproduce ``teacher``; state, losses and sample grids go to ``out_dir``."""
@@ -164,7 +145,9 @@ def distill_refiner(teacher: Synthesizer, student: Synthesizer, crops: list[Path
                 log.flush()
             if done % settings["checkpoint_every"] == 0 or done == settings["steps"] or out_of_time:
                 student.eval()
-                write_rgb(out_dir / f"samples_{done:06d}.png", side_by_side(teacher, student, fixed))
+                # Rows: each face from the teacher, then from the student.
+                grid = expression_grid(fixed, [teacher, student], len(teacher.expressions))
+                write_rgb(out_dir / f"samples_{done:06d}.png", grid)
                 training.save_state(state_path)
                 if on_checkpoint:
                     on_checkpoint(student, done)

@@ -67,11 +67,12 @@ class PairBank:
 
 
 def on_stage1(stage1: Synthesizer, generator: str = "refiner", decoder: str = "resize",
-              detail_scale: int = 0) -> Synthesizer:
-    """A Synthesizer with an untrained ``generator`` on top of a stage-1 checkpoint's warp, regression layer and
-    familiarity gate (the gate decides where the refiner's change may go, so training without it would train for a
-    different composition than the saved model delivers, and the saved model would have it open everywhere)."""
-    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel,
+              detail_scale: int = 0, width: int = 32) -> Synthesizer:
+    """A Synthesizer with an untrained ``generator`` (``width`` channels wide) on top of a stage-1 checkpoint's warp,
+    regression layer and familiarity gate (the gate decides where the refiner's change may go, so training without
+    it would train for a different composition than the saved model delivers, and the saved model would have it
+    open everywhere)."""
+    synthesizer = Synthesizer(stage1.expressions[1:], stage1.resolution, stage1.regression.kernel, width,
                               generator=generator, decoder=decoder, change_chroma=stage1.change_chroma,
                               detail_scale=detail_scale)
     for stage in ("warp", "regression", "familiarity"):
@@ -175,20 +176,26 @@ class RefinerTraining:
         return {"optimizer_g": self.optimizer_g, "optimizer_d": self.optimizer_d}
 
 
-def sample_grid(synthesizer: Synthesizer, neutral: torch.Tensor) -> np.ndarray:
-    """Rows: faces; columns: input, then every expression (coarse above refined)  # [H, W, 3] uint8."""
+def expression_grid(faces: torch.Tensor, models: list, expression_count: int) -> np.ndarray:
+    """Per face, one row per model: the input, then every expression (labels 1 to ``expression_count`` - 1) at full
+    intensity  # [H, W, 3] uint8. models: callables (face, expression, intensity) -> face."""
     rows = []
     with torch.no_grad():
-        for face in neutral[:4]:
+        for face in faces:
             face = face[None]
-            coarse_row, refined_row = [face], [face]
-            for label in range(1, len(synthesizer.expressions)):
-                expression, intensity = torch.tensor([label], device=face.device), torch.ones(1, device=face.device)
-                coarse_row.append(synthesizer.coarse_only(face, expression, intensity))
-                refined_row.append(synthesizer(face, expression, intensity))
-            rows += [torch.cat(coarse_row, 3), torch.cat(refined_row, 3)]
+            for model in models:
+                row = [face]
+                for label in range(1, expression_count):
+                    expression, intensity = torch.tensor([label], device=face.device), torch.ones(1, device=face.device)
+                    row.append(model(face, expression, intensity))
+                rows.append(torch.cat(row, 3))
     grid = torch.cat(rows, 2)[0].permute(1, 2, 0).float().cpu().numpy()
     return (grid * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def sample_grid(synthesizer: Synthesizer, neutral: torch.Tensor) -> np.ndarray:
+    """Rows: faces; columns: input, then every expression (coarse above refined)  # [H, W, 3] uint8."""
+    return expression_grid(neutral[:4], [synthesizer.coarse_only, synthesizer], len(synthesizer.expressions))
 
 
 def train_refiner(

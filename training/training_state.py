@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -31,9 +32,8 @@ def save_training_state(path: Path, modules: dict, optimizers: dict, plain: dict
 def load_training_state(path: Path, modules: dict, optimizers: dict) -> dict:
     """Load what ``save_training_state`` wrote into the same-named modules and optimisers; returns the plain values."""
     tensors = load_file(str(path))
-    with open(path, "rb") as handle:
-        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-    plain = json.loads(header["__metadata__"]["training"])
+    with safe_open(str(path), "pt") as handle:
+        plain = json.loads(handle.metadata()["training"])
     for prefix, module in modules.items():
         module.load_state_dict({n[len(prefix) + 1:]: v for n, v in tensors.items() if n.startswith(prefix + ".")})
     for prefix, optimizer in optimizers.items():
