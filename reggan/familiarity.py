@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reggan.opencv_kernels import box_blur, eager_cpu_inference
+
 
 class FamiliarityGate(nn.Module):
     # Standardised distance (per pixel, RMS over the colour channels) where the gate starts to close and where it
@@ -53,6 +55,8 @@ class FamiliarityGate(nn.Module):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """faces  # [B, 3, R, R] in [0, 1] -> gate  # [B, 1, R, R] in [0, 1], float32 (1: familiar)."""
         gate = ((self.shut_above - self.distance(faces)) / (self.shut_above - self.open_below)).clamp(0.0, 1.0)
+        if eager_cpu_inference(gate):
+            return box_blur(gate, self.smoothing)
         pad = self.smoothing // 2
         return F.avg_pool2d(F.pad(gate, (pad, pad, pad, pad), mode="replicate"), self.smoothing, stride=1)
 

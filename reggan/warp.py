@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reggan.opencv_kernels import eager_cpu_inference, remap_bicubic
+
 
 # Bicubic, not bilinear: a bilinear read half-way between pixels averages two of them, which softened the skin of
 # every warped face (measured on validation faces warped to each expression: Laplacian variance in the face 109
@@ -42,8 +44,17 @@ class ExpressionWarp(nn.Module):
         """faces  # [B, C, R, R]; expression  # [B] int64; strength  # [B] -> warped faces  # [B, C, R, R]."""
         # Sampled in FP32 whatever the model's precision: FP16 grid coordinates are off by up to 0.06 px at the crop
         # edge, and PyTorch's FP16 CPU kernel returns NaN with border padding. (TensorRT builds pin it likewise.)
+        if eager_cpu_inference(faces, strength):
+            return self._remap(faces, expression, strength)
         scale = strength.float() * (2.0 / self.resolution)  # pixels -> normalised grid units
         displacement = self.field[expression].float() * scale[:, None, None, None]
         grid = self.identity_grid.float() + displacement.permute(0, 2, 3, 1)
         warped = F.grid_sample(faces.float(), grid, mode=SAMPLING, padding_mode="border", align_corners=False)
         return warped.to(faces.dtype)
+
+    def _remap(self, faces: torch.Tensor, expression: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """The same warp by OpenCV, for a CPU running the model for inference (reggan/opencv_kernels.py)."""
+        displacement = self.field[expression] * strength.float()[:, None, None, None]  # [B, 2, R, R] pixels
+        pixels = torch.arange(self.resolution, dtype=torch.float32)
+        return remap_bicubic(faces.float(), pixels[None, None, :] + displacement[:, 0],
+                             pixels[None, :, None] + displacement[:, 1]).to(faces.dtype)
