@@ -1,18 +1,22 @@
 """One frame through the chain: tracker -> aligner -> synthesizer -> smoother (live/smoothing.py) -> compositor.
 
-Each stage is a small object; ``FrameProcessor.process`` wires them for a single frame, with no threads, so every
-stage can be tested on one frame. The loop (live/loop.py) owns the concurrency.
+Each stage is a small object; ``FrameProcessor`` wires them in two steps. ``prepare`` observes a frame (tracks,
+aligns and crops its faces) and synthesizes them: nothing there waits for an earlier frame's output, so the file
+loop runs it a frame ahead in a thread of its own (live/loop.py). ``finish`` smooths the change, pastes it back
+and remembers it, in frame order. ``process`` is both, for a single frame, with no threads, so every stage can be
+tested on one frame. The loop owns the concurrency.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from live.smoothing import ChangeSmoother, RepeatedFrames
-from reggan.alignment import Aligner
+from live.smoothing import ChangeSmoother, LastChange, RepeatedFrames
+from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
 from reggan.compositing import FeatheredCompositor
 
@@ -51,6 +55,24 @@ class SynthesisStage:
         return result
 
 
+@dataclass
+class FaceFrame:
+    """A frame between ``prepare`` and ``finish``: its faces as observed and, unless skipped, synthesized."""
+
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+    timestamp: float
+    repeat: bool = False  # the same picture as the last processed frame: its change is pasted again
+    tracks: list = field(default_factory=list)
+    faces: list[PlacedFace] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)  # aligned, [R, R, 3] uint8
+    regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # each crop's footprint in the image
+    bends: list[FaceBend | None] = field(default_factory=list)
+    weights: list[tuple[str, float]] | None = None
+    steady: bool = True  # the target expression is the same as on the previous frame with faces
+    skip_synthesis: bool = False  # carry the last change along the flow instead (``synthesize_every``)
+    synthesized: list[np.ndarray] | None = None  # [R, R, 3] float32 0-255 per face
+
+
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
                  smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1,
@@ -65,7 +87,10 @@ class FrameProcessor:
                       if bend_time is not None else None)
         self.previous_weights = None  # the controller's output on the last frame: is the target holding still?
         self.compositor = FeatheredCompositor(self.aligner, feather, colour_match)
+        # A repeated picture is recognised from the input when it is observed, and gets the output's change again
+        # when it is finished: two halves, one per step, so the two steps share no state.
         self.repeats = RepeatedFrames(self.aligner)
+        self.last_change = LastChange()
         # Synthesize every Nth frame only; between, the last change is carried along the faces' optical flow. The
         # smoothing carries it anyway, so this trades little for up to N times less synthesis: at N = 2 on the
         # evaluation clips, 1-1.6 grey levels and a softer expression (each carry blurs the change a little).
@@ -83,40 +108,73 @@ class FrameProcessor:
 
     def process(self, frame: np.ndarray, timestamp: float) -> np.ndarray:
         """RGB uint8 frame  # [H, W, 3] at ``timestamp`` seconds -> the frame with its faces changed."""
+        return self.finish(self.prepare(frame, timestamp))
+
+    def prepare(self, frame: np.ndarray, timestamp: float) -> FaceFrame:
+        """Observe a frame and synthesize its faces: the steps that need no earlier frame's output."""
+        return self.synthesize_faces(self.observe(frame, timestamp))
+
+    def observe(self, frame: np.ndarray, timestamp: float) -> FaceFrame:
+        """Track, place and crop the faces of a frame, and decide what the synthesizer must do with them."""
         clock = time.perf_counter()
         weights = self.controller.at(timestamp)
-        repeated = self.repeats.repeat(frame, weights)
-        if repeated is not None:
-            self._timed("repeat", clock)
-            return repeated
+        if self.repeats.matches(frame, weights):
+            return FaceFrame(frame, timestamp, repeat=True)
         tracks = self.tracker.update(frame, timestamp)
         # Detection runs every Nth frame and costs several times a landmark fit: timed apart, so a mean means something.
         stage = "track: detect + landmarks" if self.tracker.detected_last_frame else "track: landmarks only"
         clock = self._timed(stage, clock)
-        self.smoother.forget_except({track.identity for track in tracks})
         if self.bends is not None:
             self.bends.forget_except({track.identity for track in tracks})
         if not tracks:
             self.repeats.forget()
-            return frame
+            return FaceFrame(frame, timestamp)
         faces = [self.aligner.place(track.landmarks) for track in tracks]
         matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
-        clock = self._timed("align", clock)
+        regions = self.repeats.remember(frame, matrices, weights)
         steady, self.previous_weights = weights == self.previous_weights, weights
-        smoothed = self._carry(tracks, crops, timestamp) if steady else None
+        bends = self._face_bends(tracks, faces, timestamp)
+        self._timed("align", clock)
+        return FaceFrame(frame, timestamp, tracks=tracks, faces=faces, crops=crops, regions=regions, bends=bends,
+                         weights=weights, steady=steady, skip_synthesis=steady and self._may_skip(tracks))
+
+    def synthesize_faces(self, face_frame: FaceFrame) -> FaceFrame:
+        """The frame with its faces synthesized, unless there are none or this frame's synthesis is skipped."""
+        if face_frame.repeat or not face_frame.tracks or face_frame.skip_synthesis:
+            return face_frame
+        clock = time.perf_counter()
+        synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in face_frame.faces],
+                                      face_frame.bends)
+        self._timed("synthesize", clock)
+        return replace(face_frame, synthesized=synthesized)
+
+    def finish(self, face_frame: FaceFrame) -> np.ndarray:
+        """Smooth the synthesized change, paste it back and remember it; frames must come in order."""
+        clock = time.perf_counter()
+        if face_frame.repeat:
+            pasted = self.last_change.paste(face_frame.image)
+            self._timed("repeat", clock)
+            return pasted
+        tracks = face_frame.tracks
+        self.smoother.forget_except({track.identity for track in tracks})
+        if not tracks:
+            return face_frame.image
+        smoothed = self._carry(face_frame) if face_frame.skip_synthesis else None
         if smoothed is None:
-            synthesized = self.synthesize(crops, weights, [face.keep for face in faces],
-                                          self._face_bends(tracks, faces, timestamp))
-            clock = self._timed("synthesize", clock)
-            smoothed = [self.smoother(track.identity, crop, new, timestamp, track.fresh, face.keep, steady)
-                        for track, face, crop, new in zip(tracks, faces, crops, synthesized)]
+            if face_frame.synthesized is None:  # nothing could be carried (a cut): synthesize after all
+                face_frame = self.synthesize_faces(replace(face_frame, skip_synthesis=False))
+                clock = time.perf_counter()
+            smoothed = [self.smoother(track.identity, crop, new, face_frame.timestamp, track.fresh, face.keep,
+                                      face_frame.steady)
+                        for track, face, crop, new in zip(tracks, face_frame.faces, face_frame.crops,
+                                                          face_frame.synthesized)]
         clock = self._timed("smooth", clock)
-        result = frame
-        for crop, new, matrix in zip(crops, smoothed, matrices):
-            result = self.compositor.paste(result, crop, new, matrix)
+        result = face_frame.image
+        for crop, new, face in zip(face_frame.crops, smoothed, face_frame.faces):
+            result = self.compositor.paste(result, crop, new, face.matrix)
         self._timed("composite", clock)
-        self.repeats.remember(frame, result, matrices, weights)
+        self.last_change.remember(face_frame.image, result, face_frame.regions)
         return result
 
     def _face_bends(self, tracks, faces, timestamp: float) -> list[FaceBend | None]:
@@ -125,15 +183,17 @@ class FrameProcessor:
         return [self.bends(track.identity, face.points, timestamp, track.fresh)
                 for track, face in zip(tracks, faces)]
 
-    def _carry(self, tracks, crops: list[np.ndarray], timestamp: float) -> list[np.ndarray] | None:
-        """Every face's last change carried onto its crop, on a frame the synthesizer may skip; None when it must run
-        (its turn, a new face, or a face with nothing to carry)."""
+    def _may_skip(self, tracks) -> bool:
+        """Whether this frame may do without the synthesizer: not its turn (every ``synthesize_every``-th frame
+        is) and no new face."""
         if self.carried_frames + 1 >= self.synthesize_every or any(track.fresh for track in tracks):
             self.carried_frames = 0
-            return None
-        carried = [self.smoother.carry(track.identity, crop, timestamp) for track, crop in zip(tracks, crops)]
-        if any(crop is None for crop in carried):
-            self.carried_frames = 0
-            return None
+            return False
         self.carried_frames += 1
-        return carried
+        return True
+
+    def _carry(self, face_frame: FaceFrame) -> list[np.ndarray] | None:
+        """Every face's last change carried onto its crop; None when some face has nothing to carry."""
+        carried = [self.smoother.carry(track.identity, crop, face_frame.timestamp)
+                   for track, crop in zip(face_frame.tracks, face_frame.crops)]
+        return None if any(crop is None for crop in carried) else carried

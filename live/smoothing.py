@@ -106,19 +106,19 @@ class ChangeSmoother:
 class RepeatedFrames:
     """Video converted from another frame rate repeats frames, re-encoded so never bit-identical. Where every face
     region of a frame matches that of the last processed frame within ``tolerance`` grey levels (mean absolute), and
-    the target expression is unchanged, the last frame's change is pasted again as it was. Tracking, synthesizing and
-    smoothing such a frame anew moved the output while the input stood still (a 25 fps clip with every fourth frame
-    repeated flickered most on those frames), and cost a whole frame's work.
+    the target expression is unchanged, the last frame's change is pasted again as it was (``LastChange``).
+    Tracking, synthesizing and smoothing such a frame anew moved the output while the input stood still (a 25 fps
+    clip with every fourth frame repeated flickered most on those frames), and cost a whole frame's work.
 
     Each frame is compared with the last *processed* one, so a face that drifts slowly is processed again as soon as
     its drift adds up to the tolerance. A thumbnail of the whole frame is compared too, so a face coming into a
-    still scene is found.
+    still scene is found. This half sees only the input, so it can run ahead of the output in the file loop.
     """
 
     def __init__(self, aligner, tolerance: float = 0.5):
         self.aligner = aligner
         self.tolerance = tolerance
-        self.faces: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]] = []  # (region, pixels, change)
+        self.faces: list[tuple[tuple[int, int, int, int], np.ndarray]] = []  # (region, pixels)
         self.thumbnail = None
         self.shape = None
         self.weights = None
@@ -128,32 +128,44 @@ class RepeatedFrames:
         """Every 8th pixel of every 8th row: a face coming in changes many of them, and it costs next to nothing."""
         return np.ascontiguousarray(frame[::8, ::8])
 
-    def remember(self, frame: np.ndarray, result: np.ndarray, matrices: list[np.ndarray], weights) -> None:
-        """The last processed frame and its result  # [H, W, 3] uint8, its faces' crop matrices and the weights."""
-        self.faces, self.weights, self.thumbnail = [], weights, self.thumbnail_of(frame)
-        self.shape = frame.shape[:2]
-        for matrix in matrices:
-            top, bottom, left, right = region = self.aligner.footprint(matrix, frame.shape)
-            pixels = frame[top:bottom, left:right].copy()
-            change = cv2.subtract(result[top:bottom, left:right], pixels, dtype=cv2.CV_16S)
-            self.faces.append((region, pixels, change))
+    def remember(self, frame: np.ndarray, matrices: list[np.ndarray], weights) -> list[tuple[int, int, int, int]]:
+        """A frame about to be processed  # [H, W, 3] uint8, its faces' crop matrices and the weights; returns each
+        face's region (top, bottom, left, right), where ``LastChange`` keeps the change to paste again."""
+        self.weights, self.thumbnail, self.shape = weights, self.thumbnail_of(frame), frame.shape[:2]
+        regions = [self.aligner.footprint(matrix, frame.shape) for matrix in matrices]
+        self.faces = [(region, frame[region[0]:region[1], region[2]:region[3]].copy()) for region in regions]
+        return regions
 
     def forget(self) -> None:
         """No face on the last processed frame: nothing to repeat, so the next frame is processed."""
         self.faces = []
 
-    def repeat(self, frame: np.ndarray, weights) -> np.ndarray | None:
-        """The frame with the last change pasted again if it repeats the last processed one, else None."""
-        if not self.faces or weights != self.weights:
-            return None
-        if frame.shape[:2] != self.shape:
-            return None
-        for (top, bottom, left, right), pixels, _ in self.faces:  # first: on most frames a face has moved
+    def matches(self, frame: np.ndarray, weights) -> bool:
+        """Whether the frame repeats the last processed one, for the same target expression."""
+        if not self.faces or weights != self.weights or frame.shape[:2] != self.shape:
+            return False
+        for (top, bottom, left, right), pixels in self.faces:  # first: on most frames a face has moved
             if cv2.absdiff(frame[top:bottom, left:right], pixels).mean() > self.tolerance:
-                return None
-        if cv2.absdiff(self.thumbnail_of(frame), self.thumbnail).mean() > self.tolerance:
-            return None
+                return False
+        return cv2.absdiff(self.thumbnail_of(frame), self.thumbnail).mean() <= self.tolerance
+
+
+class LastChange:
+    """What the last processed frame's faces got (output minus input, per face region), to paste again onto a
+    frame that repeats it (``RepeatedFrames``)."""
+
+    def __init__(self):
+        self.faces: list[tuple[tuple[int, int, int, int], np.ndarray]] = []  # (region, change as int16)
+
+    def remember(self, frame: np.ndarray, result: np.ndarray, regions: list[tuple[int, int, int, int]]) -> None:
+        """A processed frame and its result  # [H, W, 3] uint8, and its face regions (top, bottom, left, right)."""
+        self.faces = [((top, bottom, left, right),
+                       cv2.subtract(result[top:bottom, left:right], frame[top:bottom, left:right], dtype=cv2.CV_16S))
+                      for top, bottom, left, right in regions]
+
+    def paste(self, frame: np.ndarray) -> np.ndarray:
+        """The frame with the last change added again where it was."""
         result = frame.copy()
-        for (top, bottom, left, right), _, change in self.faces:
+        for (top, bottom, left, right), change in self.faces:
             result[top:bottom, left:right] = (frame[top:bottom, left:right] + change).clip(0, 255).astype(np.uint8)
         return result

@@ -235,11 +235,14 @@ def test_interrupted_encode_leaves_a_playable_file(feat_media, tmp_path, process
         def __init__(self, inner, frames):
             self.inner, self.frames, self.seen = inner, frames, 0
 
-        def process(self, frame, timestamp):
+        def prepare(self, frame, timestamp):
             self.seen += 1
             if self.seen > self.frames:
                 raise KeyboardInterrupt
-            return self.inner.process(frame, timestamp)
+            return self.inner.prepare(frame, timestamp)
+
+        def finish(self, prepared):
+            return self.inner.finish(prepared)
 
     out = tmp_path / "cut.mp4"
     with pytest.raises(KeyboardInterrupt):
@@ -438,6 +441,36 @@ def test_video_to_an_image_sequence(feat_media, tmp_path):
     assert len(list(out.glob("frame_*.png"))) == len(decode(feat_media / "single_face.mp4"))
 
 
+def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(processor_factory, astronaut):
+    """run_file prepares frames ahead of finishing them: the output must not depend on it. A moving face, a repeated
+    frame and a frame without a face, as a clip."""
+    from live.loop import run_file
+
+    blank = np.full_like(astronaut, 90)
+    clip = [np.ascontiguousarray(np.roll(astronaut, 3 * min(index, 4), axis=1)) for index in range(6)] + [blank]
+    clip += [np.ascontiguousarray(np.roll(astronaut, 12, axis=1))] * 2
+
+    class Frames:
+        fps, frame_count = 25, len(clip)
+
+        def __iter__(self):
+            for index, frame in enumerate(clip):
+                yield "video", frame, index / 25, index
+
+    class Recorder:
+        frames = []
+
+        def write(self, frame, pts=None):
+            self.frames.append(frame)
+
+    one_at_a_time = processor_factory("happy")
+    expected = [one_at_a_time.process(frame, index / 25) for index, frame in enumerate(clip)]
+    sink = Recorder()
+    assert run_file(Frames(), processor_factory("happy"), sink, show_progress=False)["frames"] == len(clip)
+    assert all(np.array_equal(got, want) for got, want in zip(sink.frames, expected, strict=True))
+    assert not np.array_equal(expected[0], clip[0]) and np.array_equal(expected[6], blank)
+
+
 def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
     """A full disk while the queue to the encoder is full must end the run with that error, not hang it."""
     import threading
@@ -453,7 +486,10 @@ def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
                 yield "video", astronaut, index / 30, index
 
     class Passthrough:
-        def process(self, frame, timestamp):
+        def prepare(self, frame, timestamp):
+            return frame
+
+        def finish(self, frame):
             return frame
 
     class DiskFull:

@@ -123,9 +123,9 @@ def test_a_cut_restarts_the_average():
 # --- repeated frames -------------------------------------------------------------------------------------------
 
 def repeated_frames_setup():
-    """A 320 x 480 frame with one face whose 128 px crop starts at (100, 60), its processed result (+20 there) and the
-    remembering stage."""
-    from live.smoothing import RepeatedFrames
+    """A 320 x 480 frame with one face whose 128 px crop starts at (100, 60), its processed result (+20 there), the
+    half that recognises a repeat and the half that keeps the change."""
+    from live.smoothing import LastChange, RepeatedFrames
     from reggan.alignment import Aligner
 
     frame = np.ascontiguousarray(skin(seed=3)[:, :, 0:3].repeat(3, axis=0)[:320, :].round().astype(np.uint8))
@@ -134,28 +134,31 @@ def repeated_frames_setup():
     result = frame.copy()
     result[60:188, 100:228] = np.clip(frame[60:188, 100:228].astype(int) + 20, 0, 255)
     repeats = RepeatedFrames(Aligner(SIZE))
-    repeats.remember(frame, result, [matrix], [("happy", 1.0)])
-    return frame, result, repeats
+    regions = repeats.remember(frame, [matrix], [("happy", 1.0)])
+    last_change = LastChange()
+    last_change.remember(frame, result, regions)
+    return frame, result, repeats, last_change
 
 
 def test_a_repeated_frame_gets_the_last_change_pasted_again():
-    frame, result, repeats = repeated_frames_setup()
+    frame, result, repeats, last_change = repeated_frames_setup()
     rng = np.random.default_rng(0)
     again = (frame + rng.integers(-1, 2, frame.shape) * (rng.random(frame.shape) < 0.2)).clip(0, 255).astype(np.uint8)
-    out = repeats.repeat(again, [("happy", 1.0)])
-    assert out is not None
+    assert repeats.matches(again, [("happy", 1.0)])
     expected = (again.astype(int) + (result.astype(int) - frame)).clip(0, 255)
-    assert np.array_equal(out, expected)
+    assert np.array_equal(last_change.paste(again), expected)
 
 
 def test_a_frame_that_moved_changed_elsewhere_or_wants_another_expression_is_processed():
-    frame, _, repeats = repeated_frames_setup()
-    assert repeats.repeat(np.roll(frame, 2, axis=1), [("happy", 1.0)]) is None  # the face moved
+    frame, _, repeats, _ = repeated_frames_setup()
+    assert not repeats.matches(np.roll(frame, 2, axis=1), [("happy", 1.0)])  # the face moved
     newcomer = frame.copy()
     newcomer[200:300, 350:450] = 255  # a face coming into the still scene, outside the known face
-    assert repeats.repeat(newcomer, [("happy", 1.0)]) is None
-    assert repeats.repeat(frame, [("happy", 0.9)]) is None  # a ramp
-    assert repeats.repeat(frame[:, :400], [("happy", 1.0)]) is None  # a stream that changed size
+    assert not repeats.matches(newcomer, [("happy", 1.0)])
+    assert not repeats.matches(frame, [("happy", 0.9)])  # a ramp
+    assert not repeats.matches(frame[:, :400], [("happy", 1.0)])  # a stream that changed size
+    repeats.forget()  # a frame without a face came between
+    assert not repeats.matches(frame, [("happy", 1.0)])
 
 
 def test_a_carried_change_follows_the_skin_on_frames_the_synthesizer_skips():
