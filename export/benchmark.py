@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reggan.backends import BackendUnavailable, make_backend
+from reggan.backends import BackendUnavailable, make_backend, time_backend
 
 
 def machine_description(device: str) -> str:
@@ -30,21 +30,6 @@ def machine_description(device: str) -> str:
     return f"{model}, {os.cpu_count()} cores, CPU only"
 
 
-def time_backend(backend, batch: int, resolution: int, repeats: int) -> dict:
-    faces = np.random.default_rng(0).random((batch, 3, resolution, resolution), dtype=np.float32)
-    expression = (np.arange(batch) % (len(backend.expressions) - 1) + 1).astype(np.int64)
-    intensity = np.ones(batch, np.float32)
-    for _ in range(2):
-        backend(faces, expression, intensity)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend(faces, expression, intensity)
-        samples.append((time.perf_counter() - start) * 1000)
-    median = float(np.median(samples))
-    return {"latency_ms": median, "ms_per_face": median / batch, "faces_per_s": 1000 * batch / median}
-
-
 def run_synthesizer_benchmark(synthesizer, checkpoint, backends, device, batches, repeats, json_path=None) -> dict:
     machine = machine_description(device)
     results = {"machine": machine, "device": device, "resolution": synthesizer.resolution, "backends": {}}
@@ -61,7 +46,7 @@ def run_synthesizer_benchmark(synthesizer, checkpoint, backends, device, batches
             continue
         results["backends"][name] = {}
         for batch in batches:
-            row = time_backend(backend, batch, synthesizer.resolution, repeats)
+            row = time_backend(backend, batch, repeats)
             results["backends"][name][str(batch)] = row
             print(f"| {name} | {batch} | {row['latency_ms']:.1f} | {row['ms_per_face']:.2f} | {row['faces_per_s']:.1f} |")
     if json_path:

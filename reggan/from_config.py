@@ -91,22 +91,32 @@ def bend_time(config, args) -> float | None:
     return config["edit"].get("bend_time", 2.0) if bending(config, args) else None
 
 
+# A live camera's frame at 30 fps is 33 ms, and tracking, smoothing and pasting back take 10-15 ms of it on 2 CPU
+# cores: a synthesis slower than this cannot keep up with every frame.
+LIVE_SYNTHESIS_BUDGET_MS = 25.0
+
+
 def synthesis_interval(config, args, backend, live: bool) -> int:
-    """[runtime].synthesize_every as a number of frames. "auto": every frame, except for a live camera when the full
-    model runs on a CPU without bfloat16 hardware. There it cannot keep up with 30 fps (an AVX2-only AMD EPYC, 2
-    cores, 640 x 480: 15-18 fps out with half the frames dropped), and live drops frames rather than fall behind,
-    so the change is synthesized every 2nd frame and carried along the face between (24-27 fps out): a steadier
-    picture for a softer change (docs/benchmarks.md). Files never drop frames, so they keep every one."""
+    """[runtime].synthesize_every as a number of frames. "auto": every frame, except for a live camera when one
+    synthesis takes longer than ``LIVE_SYNTHESIS_BUDGET_MS`` here (timed on the backend, after its warm-up): live
+    drops frames rather than fall behind, so the change is then synthesized every 2nd frame and carried along the
+    face between, a steadier picture for a softer change. Measured on an AVX2-only 2-core CPU, 640 x 480 live: the
+    full refiner (30-37 ms a face) 21 fps out with a third of the frames dropped, every 2nd frame 30 fps; the lite
+    one (19-22 ms) 29 fps every frame (docs/benchmarks.md). Files never drop frames, so they keep every one."""
     setting = getattr(args, "synthesize_every", None) or config["runtime"].get("synthesize_every", "auto")
     if setting != "auto":
         return max(int(setting), 1)
     device = getattr(args, "device", None) or config["runtime"]["device"]
-    keeps_up = device == "cuda" or getattr(backend, "precision", None) == "bf16" or getattr(args, "regression_only", False)
-    if keeps_up or not live:
+    if not live or device == "cuda" or getattr(args, "regression_only", False):
+        return 1
+    from reggan.backends import time_backend
+
+    milliseconds = time_backend(backend, repeats=5)["latency_ms"]
+    if milliseconds <= LIVE_SYNTHESIS_BUDGET_MS:
         return 1
     # Said as the backend's automatic choice is: the user sees why, and how to have every frame.
-    print("synthesizing every 2nd frame to keep up on this CPU, the change carried along the face between "
-          "(--synthesize-every 1: every frame)", file=sys.stderr)
+    print(f"synthesizing every 2nd frame to keep up: a face takes {milliseconds:.0f} ms here, the change carried "
+          "along the face between (--synthesize-every 1: every frame)", file=sys.stderr)
     return 2
 
 

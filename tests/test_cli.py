@@ -43,24 +43,36 @@ def test_the_bend_is_on_unless_the_flag_or_the_config_turns_it_off():
     assert bending(config, Namespace())  # commands without the flag
 
 
-def test_live_on_a_cpu_without_bfloat16_hardware_synthesizes_every_2nd_frame_unless_told_otherwise(capsys):
+def test_live_synthesizes_every_2nd_frame_where_a_synthesis_is_too_slow_unless_told_otherwise(capsys):
+    import time
     from argparse import Namespace
-    from types import SimpleNamespace
 
     from reggan.config import load_config
-    from reggan.from_config import synthesis_interval
+    from reggan.from_config import LIVE_SYNTHESIS_BUDGET_MS, synthesis_interval
 
     config = load_config()
     assert config["runtime"]["synthesize_every"] == "auto"
 
-    def interval(live, precision="fp32", **flags):
+    class Backend:
+        expressions, resolution = ["neutral", "happy"], 8
+
+        def __init__(self, milliseconds):
+            self.milliseconds = milliseconds
+
+        def __call__(self, faces, expression, intensity):
+            time.sleep(self.milliseconds / 1000)
+            return faces
+
+    slow, fast = Backend(LIVE_SYNTHESIS_BUDGET_MS + 15), Backend(0)
+
+    def interval(live, backend=slow, **flags):
         args = Namespace(**{"synthesize_every": None, "device": None, "regression_only": False, **flags})
-        return synthesis_interval(config, args, SimpleNamespace(precision=precision), live)
+        return synthesis_interval(config, args, backend, live)
 
     assert interval(live=True) == 2
     assert "every 2nd frame" in capsys.readouterr().err  # said, with how to have every frame
     assert interval(live=False) == 1  # a file never drops frames, so it keeps every one
-    assert interval(live=True, precision="bf16") == 1
+    assert interval(live=True, backend=fast) == 1
     assert interval(live=True, device="cuda") == 1
     assert interval(live=True, regression_only=True) == 1
     assert interval(live=True, synthesize_every=1) == 1 and interval(live=False, synthesize_every=3) == 3
