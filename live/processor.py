@@ -18,6 +18,7 @@ import numpy as np
 from live.smoothing import ChangeSmoother, LastChange, RepeatedFrames
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
+from reggan.backends import synthesize_crops
 from reggan.compositing import FeatheredCompositor
 
 
@@ -42,12 +43,8 @@ class SynthesisStage:
                     keeps: list[np.ndarray]) -> list[np.ndarray]:
         """Crops as the networks see them, [(label, intensity)] -> float32 crops with every change added."""
         base = [crop.astype(np.float32) for crop in crops]
-        faces = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255
-        batch = np.concatenate([faces] * len(active))
-        labels = np.repeat([label for label, _ in active], len(crops)).astype(np.int64)
-        strength = np.repeat([weight for _, weight in active], len(crops)).astype(np.float32)
-        keep = np.concatenate([np.stack(keeps)[:, None]] * len(active))
-        out = self.backend(batch, labels, strength, keep).transpose(0, 2, 3, 1) * 255
+        out = synthesize_crops(self.backend, crops * len(active), [label for label, _ in active for _ in crops],
+                               [weight for _, weight in active for _ in crops], keeps * len(active))
         result = []
         for index, crop in enumerate(base):
             change = sum(out[k * len(crops) + index] - crop for k in range(len(active)))

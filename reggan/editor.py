@@ -6,6 +6,7 @@ import numpy as np
 
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, synthesize_bent
+from reggan.backends import synthesize_crops
 from reggan.compositing import FeatheredCompositor
 from reggan.trackers import find_faces
 
@@ -50,14 +51,10 @@ class PhotoEditor:
                          intensity: float, bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
         """Aligned uint8 crops, their keep masks and bends (``bends_for``; None: unbent) -> synthesized uint8 crops,
         all in one batch."""
-        labels = np.full(len(crops), self.label_of(expression), dtype=np.int64)
-        strength = np.full(len(crops), np.clip(intensity, 0.0, self.max_intensity), dtype=np.float32)
-
-        def synthesize(inputs, masks):
-            faces = np.stack(inputs).transpose(0, 3, 1, 2).astype(np.float32) / 255
-            return list(self.backend(faces, labels, strength, np.stack(masks)[:, None]).transpose(0, 2, 3, 1) * 255)
-
-        out = synthesize_bent(synthesize, crops, keeps, bends)
+        labels = [self.label_of(expression)] * len(crops)
+        strengths = [float(np.clip(intensity, 0.0, self.max_intensity))] * len(crops)
+        out = synthesize_bent(lambda inputs, masks: synthesize_crops(self.backend, inputs, labels, strengths, masks),
+                              crops, keeps, bends)
         return [face.round().clip(0, 255).astype(np.uint8) for face in out]
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,
