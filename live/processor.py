@@ -9,6 +9,7 @@ tested on one frame. The loop owns the concurrency.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,10 @@ class SynthesisStage:
     def __init__(self, backend, max_intensity: float = 1.5):
         self.backend = backend
         self.max_intensity = max_intensity
+        # The file loop prepares frames in one thread while the main thread finishes them, and finishing a skipped
+        # frame that has nothing to carry synthesizes too; a backend is not safe to call twice at once (a CUDA
+        # graph replays into one set of buffers).
+        self.lock = threading.Lock()
 
     def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]], keeps: list[np.ndarray],
                  bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
@@ -37,7 +42,8 @@ class SynthesisStage:
                   if name != "neutral" and w > 0]
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
-        return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps, bends)
+        with self.lock:
+            return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps, bends)
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]],
                     keeps: list[np.ndarray]) -> list[np.ndarray]:
@@ -59,7 +65,10 @@ class FaceFrame:
     image: np.ndarray  # [H, W, 3] uint8 RGB
     timestamp: float
     repeat: bool = False  # the same picture as the last processed frame: its change is pasted again
-    tracks: list = field(default_factory=list)
+    # Each face's track identity and whether the track is new, copied: the tracker goes on changing its tracks
+    # while this frame waits to be finished.
+    identities: list[int] = field(default_factory=list)
+    fresh: list[bool] = field(default_factory=list)
     faces: list[PlacedFace] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)  # aligned, [R, R, 3] uint8
     regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # each crop's footprint in the image
@@ -133,12 +142,14 @@ class FrameProcessor:
         steady, self.previous_weights = weights == self.previous_weights, weights
         bends = self._face_bends(tracks, faces, timestamp)
         self._timed("align", clock)
-        return FaceFrame(frame, timestamp, tracks=tracks, faces=faces, crops=crops, regions=regions, bends=bends,
-                         weights=weights, steady=steady, skip_synthesis=steady and self._may_skip(tracks))
+        return FaceFrame(frame, timestamp, identities=[track.identity for track in tracks],
+                         fresh=[track.fresh for track in tracks], faces=faces, crops=crops, regions=regions,
+                         bends=bends, weights=weights, steady=steady,
+                         skip_synthesis=steady and self._may_skip(tracks))
 
     def synthesize_faces(self, face_frame: FaceFrame) -> FaceFrame:
         """The frame with its faces synthesized, unless there are none or this frame's synthesis is skipped."""
-        if face_frame.repeat or not face_frame.tracks or face_frame.skip_synthesis:
+        if face_frame.repeat or not face_frame.identities or face_frame.skip_synthesis:
             return face_frame
         clock = time.perf_counter()
         synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in face_frame.faces],
@@ -153,19 +164,18 @@ class FrameProcessor:
             pasted = self.last_change.paste(face_frame.image)
             self._timed("repeat", clock)
             return pasted
-        tracks = face_frame.tracks
-        self.smoother.forget_except({track.identity for track in tracks})
-        if not tracks:
+        self.smoother.forget_except(set(face_frame.identities))
+        if not face_frame.identities:
             return face_frame.image
         smoothed = self._carry(face_frame) if face_frame.skip_synthesis else None
         if smoothed is None:
             if face_frame.synthesized is None:  # nothing could be carried (a cut): synthesize after all
                 face_frame = self.synthesize_faces(replace(face_frame, skip_synthesis=False))
                 clock = time.perf_counter()
-            smoothed = [self.smoother(track.identity, crop, new, face_frame.timestamp, track.fresh, face.keep,
-                                      face_frame.steady)
-                        for track, face, crop, new in zip(tracks, face_frame.faces, face_frame.crops,
-                                                          face_frame.synthesized)]
+            smoothed = [self.smoother(identity, crop, new, face_frame.timestamp, fresh, face.keep, face_frame.steady)
+                        for identity, fresh, face, crop, new in zip(face_frame.identities, face_frame.fresh,
+                                                                    face_frame.faces, face_frame.crops,
+                                                                    face_frame.synthesized)]
         clock = self._timed("smooth", clock)
         result = face_frame.image
         for crop, new, face in zip(face_frame.crops, smoothed, face_frame.faces):
@@ -191,6 +201,6 @@ class FrameProcessor:
 
     def _carry(self, face_frame: FaceFrame) -> list[np.ndarray] | None:
         """Every face's last change carried onto its crop; None when some face has nothing to carry."""
-        carried = [self.smoother.carry(track.identity, crop, face_frame.timestamp)
-                   for track, crop in zip(face_frame.tracks, face_frame.crops)]
+        carried = [self.smoother.carry(identity, crop, face_frame.timestamp)
+                   for identity, crop in zip(face_frame.identities, face_frame.crops)]
         return None if any(crop is None for crop in carried) else carried
