@@ -63,7 +63,8 @@ def run_bench(args, config):
     model_args = argparse.Namespace(checkpoint=args.checkpoint, refiner=args.refiner, device=device,
                                     regression_only=args.regression_only)
     checkpoint = model_path(config, model_args)
-    synthesizer = load_model(config, argparse.Namespace(**{**vars(model_args), "device": "cpu"}), checkpoint)
+    # Loaded on the CPU whatever the device: each backend moves its own copy to where it runs.
+    synthesizer = load_model(config, model_args, checkpoint, device="cpu")
     default_backends = (["torch:fp32", "torch:fp16", "tensorrt"] if device == "cuda"
                         else ["torch:fp32", "torch:bf16", "onnxruntime"])
     results = run_synthesizer_benchmark(synthesizer, checkpoint,

@@ -55,12 +55,12 @@ def model_path(config, args, frame_loop: bool = True) -> Path:
     return lite
 
 
-def load_model(config, args, path: Path | None = None):
-    """The Synthesizer at ``path`` (default: ``model_path``), on the configured device."""
+def load_model(config, args, path: Path | None = None, device: str | None = None):
+    """The Synthesizer at ``path`` (default: ``model_path``), on ``device`` (default: the configured one)."""
     from reggan.checkpoint import load_synthesizer
 
     path = path or model_path(config, args)
-    synthesizer = load_synthesizer(path, args.device or config["runtime"]["device"])
+    synthesizer = load_synthesizer(path, device or args.device or config["runtime"]["device"])
     synthesizer.use_refiner = not getattr(args, "regression_only", False)
     return synthesizer
 
