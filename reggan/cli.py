@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--smoothing", type=float, help="[edit].smoothing: time constant (s) of the video smoothing")
         sub.add_argument("--synthesize-every", type=frame_interval,
                          help="[runtime].synthesize_every: synthesize every Nth frame, carry the change between "
-                              "(auto: every frame, but every 2nd live on a CPU without bfloat16 hardware)")
+                              "(auto: every frame, but every 2nd live where one synthesis takes over 25 ms)")
         sub.add_argument("--colour-match", action="store_true", default=None,
                          help="[edit].colour_match: give the synthesized face the input face's colour")
         sub.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
