@@ -101,8 +101,8 @@ def synthesis_interval(config, args, backend, live: bool) -> int:
     synthesis takes longer than ``LIVE_SYNTHESIS_BUDGET_MS`` here (timed on the backend, after its warm-up): live
     drops frames rather than fall behind, so the change is then synthesized every 2nd frame and carried along the
     face between, a steadier picture for a softer change. Measured on an AVX2-only 2-core CPU, 640 x 480 live: the
-    full refiner (30-37 ms a face) 21 fps out with a third of the frames dropped, every 2nd frame 30 fps; the lite
-    one (19-22 ms) 29 fps every frame (docs/benchmarks.md). Files never drop frames, so they keep every one."""
+    full refiner (25-37 ms a face) 21 fps out with a third of the frames dropped, every 2nd frame 30 fps; the lite
+    one (13-22 ms) 29 fps every frame (docs/benchmarks.md). Files never drop frames, so they keep every one."""
     setting = getattr(args, "synthesize_every", None) or config["runtime"].get("synthesize_every", "auto")
     if setting != "auto":
         return max(int(setting), 1)
