@@ -9,6 +9,7 @@ what was processed, and closes the sink properly, so the file on disk is valid a
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 import time
@@ -52,34 +53,25 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
     failures: list[BaseException] = []
     fps = float(source.fps)
 
-    def read() -> None:
+    def forward(items, target: queue.Queue, transform=lambda item: item) -> None:
+        """Put each item, transformed, on ``target`` (a thread's whole job), then END."""
         try:
-            for event in source:
-                if not _put(decoded, event, stop):
+            for item in items:
+                if not _put(target, transform(item), stop):
                     return
         except BaseException as error:  # handed to the main thread, which decides what the user sees
             failures.append(error)
         finally:
-            _put(decoded, END, stop)  # once stopped, the next thread reads no more and needs no END
+            _put(target, END, stop)  # once stopped, the next thread reads no more and needs no END
 
-    def prepare() -> None:
-        frames = 0
-        try:
-            while True:
-                item = _get(decoded, stop)
-                if item is END:
-                    return
-                if item[0] == "video":
-                    _, frame, seconds, pts = item
-                    timestamp = seconds if seconds is not None else frames / fps
-                    item = ("video", processor.prepare(frame, timestamp), pts)
-                    frames += 1
-                if not _put(prepared, item, stop):
-                    return
-        except BaseException as error:
-            failures.append(error)
-        finally:
-            _put(prepared, END, stop)
+    video_frames = itertools.count()
+
+    def prepare(item):
+        if item[0] != "video":
+            return item  # audio goes through in its place
+        _, frame, seconds, pts = item
+        index = next(video_frames)
+        return "video", processor.prepare(frame, seconds if seconds is not None else index / fps), pts
 
     def write() -> None:
         try:
@@ -95,8 +87,9 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
             failures.append(error)
             stop.set()
 
-    threads = [threading.Thread(target=read, name="decode", daemon=True),
-               threading.Thread(target=prepare, name="prepare", daemon=True)]
+    threads = [threading.Thread(target=forward, args=(source, decoded), name="decode", daemon=True),
+               threading.Thread(target=forward, args=(iter(lambda: _get(decoded, stop), END), prepared, prepare),
+                                name="prepare", daemon=True)]
     writer = threading.Thread(target=write, name="encode", daemon=True)
     for thread in [*threads, writer]:
         thread.start()
