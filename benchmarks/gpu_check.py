@@ -122,6 +122,7 @@ def end_to_end(synthesizer, still, frames: int = 300, device: str = "cuda", use_
     and the frames are dropped)."""
     import numpy as np
 
+    from export.benchmark import Discard, InMemoryClip
     from live.control import ExpressionController
     from live.loop import run_file
     from live.processor import FrameProcessor
@@ -178,19 +179,8 @@ def end_to_end(synthesizer, still, frames: int = 300, device: str = "cuda", use_
     if encode_ms:
         stages["encode (H.264 veryfast)"] = float(np.mean(encode_ms))
 
-    class InMemoryClip:
-        fps, frame_count = 30.0, len(clip)
-
-        def __iter__(self):
-            for index, frame in enumerate(clip):
-                yield "video", frame, index / 30, index
-
-    class Discard:
-        def write(self, frame, pts=None):
-            pass
-
     started = time.perf_counter()
-    run_file(InMemoryClip(), new_processor(), Discard(), show_progress=False)
+    run_file(InMemoryClip(clip, 30.0), new_processor(), Discard(), show_progress=False)
     threaded = frames / (time.perf_counter() - started)
     return {"frames": frames, "size": list(size), "tracker": tracker_name, "fps": frames / seconds,
             "threaded_loop_fps": threaded, "ms_per_stage": stages, "bounding_stage": max(stages, key=stages.get)}

@@ -145,6 +145,24 @@ def run_soak(processor, video_path, frames: int, json_path=None) -> dict:
     return result
 
 
+class InMemoryClip:
+    """Frames already in memory read like a video file: every frame, none dropped, timestamps at ``fps``."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float):
+        self.frames, self.fps, self.frame_count = frames, fps, len(frames)
+
+    def __iter__(self):
+        for index, frame in enumerate(self.frames):
+            yield "video", frame, index / self.fps, index
+
+
+class Discard:
+    """A sink that drops every frame: the loop is timed without an encoder."""
+
+    def write(self, frame, pts=None):
+        pass
+
+
 class PacedClip:
     """A clip replayed like a camera: frames delivered in real time at ``fps`` with capture timestamps."""
 
@@ -162,10 +180,6 @@ class PacedClip:
 def run_live_benchmark(processor, frames: list[np.ndarray], fps: float = 30.0, count: int = 300) -> dict:
     """The live loop (capture thread, newest frame wins) on a clip paced like a webcam: delivered fps and latency."""
     from live.loop import run_live
-
-    class Discard:
-        def write(self, frame, pts=None):
-            pass
 
     latencies = []
 

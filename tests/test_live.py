@@ -444,18 +444,12 @@ def test_video_to_an_image_sequence(feat_media, tmp_path):
 def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(processor_factory, astronaut):
     """run_file prepares frames ahead of finishing them: the output must not depend on it. A moving face, a repeated
     frame and a frame without a face, as a clip."""
+    from export.benchmark import InMemoryClip
     from live.loop import run_file
 
     blank = np.full_like(astronaut, 90)
     clip = [np.ascontiguousarray(np.roll(astronaut, 3 * min(index, 4), axis=1)) for index in range(6)] + [blank]
     clip += [np.ascontiguousarray(np.roll(astronaut, 12, axis=1))] * 2
-
-    class Frames:
-        fps, frame_count = 25, len(clip)
-
-        def __iter__(self):
-            for index, frame in enumerate(clip):
-                yield "video", frame, index / 25, index
 
     class Recorder:
         frames = []
@@ -466,7 +460,8 @@ def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(proce
     one_at_a_time = processor_factory("happy")
     expected = [one_at_a_time.process(frame, index / 25) for index, frame in enumerate(clip)]
     sink = Recorder()
-    assert run_file(Frames(), processor_factory("happy"), sink, show_progress=False)["frames"] == len(clip)
+    counts = run_file(InMemoryClip(clip, 25), processor_factory("happy"), sink, show_progress=False)
+    assert counts["frames"] == len(clip)
     assert all(np.array_equal(got, want) for got, want in zip(sink.frames, expected, strict=True))
     assert not np.array_equal(expected[0], clip[0]) and np.array_equal(expected[6], blank)
 
@@ -476,14 +471,8 @@ def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
     import threading
     import time
 
+    from export.benchmark import InMemoryClip
     from live.loop import run_file
-
-    class Frames:
-        fps, frame_count = 30, 200
-
-        def __iter__(self):
-            for index in range(200):
-                yield "video", astronaut, index / 30, index
 
     class Passthrough:
         def prepare(self, frame, timestamp):
@@ -501,7 +490,7 @@ def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
 
     def run():
         try:
-            run_file(Frames(), Passthrough(), DiskFull(), show_progress=False)
+            run_file(InMemoryClip([astronaut] * 200, 30), Passthrough(), DiskFull(), show_progress=False)
         except OSError as error:
             outcome.append(error)
 
