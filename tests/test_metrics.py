@@ -104,7 +104,10 @@ def test_report_renders(tmp_path):
                                               "per_clip_equal_contrast": {"a.mp4": 1.01},
                                               "mean_equal_contrast": 1.01}},
                "synthetic_motion": {"stills": 1, "frames_each": 90, "methods": {"RegGAN (full)": {
-                   "flicker": 0.99, "flicker_of_exact_answer": 1.0, "error_to_exact_answer": 2.74}}}}
+                   "flicker": 0.99, "flicker_of_exact_answer": 1.0, "error_to_exact_answer": 2.74}}},
+               "competitors": {"StarGAN-style (our retraining)": {
+                   "checkpoint": "sg.safetensors", "generator": "stargan", "steps": 4000, "batch": 8, "device": "cpu",
+                   "resolution": 128, "training_command": "reggan train refine --generator stargan"}}}
     sheet = np.zeros((40, 80, 3), np.uint8)
     report = write_report(results, tmp_path, "reggan eval", "test machine", sheet)
     text = report.read_text()
@@ -112,6 +115,8 @@ def test_report_renders(tmp_path):
     assert "At equal contrast" in text and "| RegGAN (full) | 0.970 | 0.970 |" in text
     assert "The expression on video" in text and "| RegGAN (full) | 0.610 | 0.610 |" in text
     assert "calibrate the metric" in text and "| RegGAN (full) | 0.990 | 1.000 | 2.74 |" in text
+    assert ("**StarGAN-style (our retraining)**: a stargan generator working at 128 px, trained by us on this "
+            "project's training people and crops, 4000 steps at batch 8 on CPU") in text
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
 
 

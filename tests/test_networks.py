@@ -18,6 +18,39 @@ def test_refiner_and_discriminator_shapes():
     assert patches.shape == (2, 1, 2, 2) and classes.shape == (2, 4)
 
 
+def test_stargan_at_half_resolution_keeps_the_input_detail_and_its_checkpoint_only_the_generator(tmp_path):
+    from reggan.checkpoint import load_synthesizer, read_tensors, save_synthesizer
+
+    torch.manual_seed(0)
+    model = Synthesizer(["happy", "sad"], 32, width=8, generator="stargan", generator_scale=2).eval()
+    faces = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        change = model.refiner(faces, faces, torch.tensor([1, 2])) - faces
+    # Its change is made at 16 px and upsampled: smooth, while the input's own pixel noise passes through whole.
+    assert change.shape == faces.shape and change.abs().max() > 0
+    assert (change[..., 1:] - change[..., :-1]).abs().mean() < (faces[..., 1:] - faces[..., :-1]).abs().mean() / 4
+    path = save_synthesizer(tmp_path / "stargan.safetensors", model, dtype=torch.float32)
+    # No warp, regression layer or gate of ours is stored (they are the modules' defaults: none).
+    assert all(name.startswith("refiner.") for name in read_tensors(path))
+    loaded = load_synthesizer(path)
+    assert loaded.generator == "stargan" and loaded.refiner.scale == 2
+    args = (faces, torch.tensor([1, 0]), torch.ones(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(*args), model(*args))
+        assert torch.equal(loaded(*args)[1], faces[1])  # neutral is the input
+
+
+def test_the_competitor_is_not_anchored_to_its_input():
+    """The coarse anchor keeps the regression layer's expression; a StarGAN-style generator has none, and the
+    anchor would pull it back to its input, so its training leaves that term out."""
+    model = Synthesizer(["happy"], 32, width=8, generator="stargan", generator_scale=2)
+    settings = {"lr_generator": 1e-4, "lr_discriminator": 1e-4, "loss_adversarial": 1.0, "loss_classification": 0.25,
+                "loss_l1": 2.0, "loss_coarse": 10.0, "loss_identity": 1.0, "discriminator_width": 8}
+    training = RefinerTraining(model.train(), settings, torch.device("cpu"))
+    losses = training.step(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.tensor([1, 1]))
+    assert losses["coarse"] == 0.0 and losses["l1"] > 0
+
+
 def test_resize_decoder_has_the_same_shapes_and_survives_a_checkpoint(tmp_path):
     from reggan.checkpoint import load_synthesizer, save_synthesizer
 
@@ -153,3 +186,31 @@ def test_the_discriminator_sees_only_the_face_region():
         logits_inside, _ = training.judged(changed_inside)
     assert torch.allclose(logits, logits_outside, atol=1e-5) and torch.allclose(classes, classes_outside, atol=1e-5)
     assert not torch.allclose(logits, logits_inside, atol=1e-3)
+
+
+def test_the_competitor_command_trains_from_the_crops_alone_and_records_its_budget(tmp_path, astronaut):
+    """`reggan train refine --generator stargan` needs no stage-1 checkpoint of ours, and its header says how long
+    it trained (the evaluation report prints that beside its row)."""
+    import cv2
+
+    from reggan.checkpoint import load_synthesizer, read_tensors
+    from reggan.cli import main
+    from reggan.images import write_rgb
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    for index in range(3):
+        side = 200 + 20 * index
+        write_rgb(prepared / f"crop{index}.png",
+                  cv2.resize(astronaut[100:100 + side, 150:150 + side], (256, 256), interpolation=cv2.INTER_AREA))
+    rows = [f"own,{i},happy,crop{i}.png,crop{i + 1}.png,train" for i in range(2)]
+    (prepared / "manifest.csv").write_text("dataset,subject,expression,neutral,target,split\n" + "\n".join(rows))
+    out = tmp_path / "stargan.safetensors"
+    assert main(["train", "refine", "--generator", "stargan", "--prepared", str(prepared), "--steps", "2",
+                 "--batch", "2", "--regression", str(tmp_path / "absent.safetensors"), "--out", str(out),
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    competitor = load_synthesizer(out)
+    assert competitor.generator == "stargan" and competitor.refiner.scale == 2  # [competitor].scale
+    assert competitor.metadata["steps"] == 2 and competitor.metadata["batch"] == 2
+    assert competitor.metadata["device"] == "cpu"
+    assert not competitor.warp.field.any() and all(name.startswith("refiner.") for name in read_tensors(out))

@@ -63,10 +63,15 @@ def run_train(args, config):
 
     refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
                    "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder", "detail_scale")
+    if args.generator == "stargan":
+        # The competitor trains with the refiner's settings, less what [competitor] sets for it.
+        config = {**config, "refine": {**config["refine"], **config.get("competitor", {})}}
     config = with_overrides(config, "refine", {key: getattr(args, key) for key in refine_keys})
     device = args.device or config["runtime"]["device"]
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this PyTorch build sees no CUDA GPU")
+    if args.generator == "stargan":
+        return run_train_competitor(args, config, prepared, device)
     stage1 = load_synthesizer(regression_path)
     synthesizer = on_stage1(stage1, args.generator, config["refine"].get("decoder", "resize"),
                             config["refine"].get("detail_scale", 0))
@@ -87,6 +92,30 @@ def run_train(args, config):
 
     train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"],
                   resolve_path(args.work_dir or "cache/refine"), device, max_minutes=args.max_minutes,
+                  on_checkpoint=save)
+    print(f"wrote {out}")
+
+
+def run_train_competitor(args, config, prepared: Path, device: str):
+    """The StarGAN-style competitor of the evaluation: trained on the same crops with the refiner's training loop, but
+    built as its authors built it, from the aligned face and the label alone (none of our warp, regression layer or
+    familiarity gate)."""
+    from reggan.checkpoint import save_synthesizer
+    from reggan.networks import Synthesizer
+    from training.prepare import read_manifest
+    from training.train_refiner import train_refiner
+
+    settings = config["refine"]
+    synthesizer = Synthesizer(config["model"]["expressions"], config["model"]["resolution"], generator="stargan",
+                              width=settings.get("width", 32), generator_scale=settings.get("scale", 1))
+    out = resolve_path(args.out or "cache/stargan.safetensors")
+    meta = {"stages": ["stargan"], "training_command": "reggan " + shlex.join(sys.argv[1:])}
+
+    def save(model, step):
+        save_synthesizer(out, model, steps=step, batch=settings["batch"], device=device, **meta)
+
+    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), settings,
+                  resolve_path(args.work_dir or "cache/stargan"), device, max_minutes=args.max_minutes,
                   on_checkpoint=save)
     print(f"wrote {out}")
 
@@ -162,6 +191,14 @@ def refiner_weights(path: Path) -> dict:
     return prefixed or {name: value.float() for name, value in tensors.items()}
 
 
+def competitor_training(metadata: dict, path: str) -> dict:
+    """How a competitor row was trained, from its checkpoint's header, so the report can say how much it got."""
+    return {"checkpoint": path, "generator": metadata.get("generator"), "steps": metadata.get("steps"),
+            "batch": metadata.get("batch"), "device": metadata.get("device"),
+            "resolution": metadata["resolution"] // metadata.get("generator_scale", 1),
+            "training_command": metadata.get("training_command")}
+
+
 def run_eval(args, config):
     """Every section of the report in turn; the numbers so far are kept in OUT/results.partial.json after each, so
     a failure late in a long run loses nothing already measured."""
@@ -196,11 +233,16 @@ def run_eval(args, config):
     synthesizer = load_synthesizer(checkpoint)
     # The lite refiner distilled from this checkpoint, when there is one: its own row, for what it costs in quality.
     extra = {ev.LITE: load_synthesizer(lite_path(checkpoint))} if lite_path(checkpoint).is_file() else {}
-    for item in args.baseline:
+    for item, asked in [*((item, False) for item in config.get("eval", {}).get("baselines", [])),
+                        *((item, True) for item in args.baseline)]:
         name, _, path = item.partition("=")
         if not path:
             raise UserError(f"--baseline wants NAME=CHECKPOINT, got {item!r}")
+        if not asked and not resolve_path(path).is_file():
+            print(f"note: no {name} row: {path} ([eval].baselines) is not there")
+            continue
         extra[name] = load_synthesizer(resolve_path(path))
+        results.setdefault("competitors", {})[name] = competitor_training(extra[name].metadata, path)
     methods = ev.build_methods(synthesizer, extra)
     expressions = synthesizer.expressions[1:]
     aligner = Aligner(synthesizer.resolution)

@@ -120,6 +120,24 @@ def verdict_section(results: dict, shortfall_note: str) -> list[str]:
             "\n".join(line for line, _ in answers) + "\n", *note]
 
 
+def competitors_section(competitors: dict) -> list[str]:
+    """Where each competitor row comes from and how much training it got: a short retraining is a weak rival, and
+    the reader must be able to see that."""
+    if not competitors:
+        return []
+    lines = []
+    for name, trained in competitors.items():
+        budget = (f"{trained['steps']} steps at batch {trained['batch']}" if trained.get("batch")
+                  else f"{trained['steps']} steps") if trained.get("steps") else "an unrecorded number of steps"
+        where = f" on {trained['device'].upper() if trained['device'] == 'cpu' else trained['device']}" \
+            if trained.get("device") else ""
+        command = f" (`{trained['training_command']}`)" if trained.get("training_command") else ""
+        lines.append(f"- **{name}**: a {trained['generator']} generator working at {trained['resolution']} px, "
+                     f"trained by us on this project's training people and crops, {budget}{where}{command}; "
+                     f"checkpoint `{trained['checkpoint']}`.")
+    return ["Competitor rows, our retrainings (not their authors' weights):\n", "\n".join(lines) + "\n"]
+
+
 def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet: np.ndarray | None = None,
                  title: str = "reggan eval", shortfall_note: str = "") -> Path:
     """results.md (a verdict, then the tables), results.json (the same numbers) and contact_sheet.png in
@@ -131,6 +149,7 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
     held = results["held_out"]
     parts = [f"# {title}\n", f"Command: `{command}`\n", f"Machine: {machine}\n",
              *verdict_section(results, shortfall_note),
+             *competitors_section(results.get("competitors", {})),
              SPLIT_HEADINGS[results.get("split", "eval")],
              f"{held['pairs']} (neutral photo, expression) pairs of people left out of training. "
              + (f"FID/KID: {held['fid_samples']['outputs']} outputs against {held['fid_samples']['real']} real "

@@ -145,7 +145,10 @@ class RefinerTraining:
             loss_g_cls = F.cross_entropy(fake_classes.float(), label)
             loss_l1 = (fake.float() - target).abs().mean()
             pool = s.get("coarse_pool", 4)
-            loss_coarse = (low_pass(fake.float(), pool) - low_pass(anchor, pool)).abs().mean()
+            # The anchor keeps the regression layer's expression; a generator without one (the StarGAN-style
+            # competitor) would only be pulled back to its input by it.
+            uses_anchor = float(self.refiner.uses_coarse)
+            loss_coarse = uses_anchor * (low_pass(fake.float(), pool) - low_pass(anchor, pool)).abs().mean()
             loss_identity = (low_pass(fake.float(), 16) - low_pass(neutral, 16)).abs().mean()
             loss_g = (
                 s["loss_adversarial"] * loss_g_adv
