@@ -111,3 +111,18 @@ def test_a_refiner_variant_refuses_a_changed_or_missing_base(tmp_path):
     with pytest.raises(ValueError, match="beside its base"):
         (tmp_path / "elsewhere").mkdir()
         save_refiner_variant(tmp_path / "elsewhere" / "v.safetensors", small_model(), tmp_path / "x.safetensors")
+
+
+def test_a_base_is_hashed_once_until_it_is_rewritten(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from reggan.checkpoint import file_sha256
+
+    path = save_synthesizer(tmp_path / "m.safetensors", small_model(), dtype=torch.float32)
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    first = file_sha256(path)
+    assert file_sha256(path) == first and len(reads) == 1
+    save_synthesizer(path, Synthesizer(["happy", "sad"], 32, kernel=3, width=8), dtype=torch.float32)
+    assert file_sha256(path) != first and len(reads) == 2
