@@ -18,21 +18,18 @@ so faces placed a little differently than ``reggan prepare`` placed them (the to
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from reggan.backends import cpu_has_fast_bf16
 from reggan.images import read_rgb, write_rgb
 from reggan.networks import Synthesizer
 from training.train_refiner import expression_grid, on_stage1
-from training.training_state import load_training_state, save_training_state
+from training.training_state import load_training_state, run_steps, save_training_state
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -127,32 +124,15 @@ def distill_refiner(teacher: Synthesizer, student: Synthesizer, crops: list[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     bank = FaceBank(crops)
     training = Distillation(teacher, student, settings)
-    state_path = out_dir / "distill_state.safetensors"
-    if resume and state_path.is_file():
-        training.load_state(state_path)
-        print(f"resumed from {state_path} at step {training.step_count}")
     fixed = bank.sample(3, torch.Generator().manual_seed(1))
-    started = time.perf_counter()
-    progress = tqdm(range(training.step_count, settings["steps"]), desc="distill", unit="step", mininterval=5)
-    with open(out_dir / "losses.jsonl", "a") as log:
-        for step in progress:
-            losses = training.step(bank.sample(settings["batch"], generator), generator)
-            progress.set_postfix({name: f"{value:.4f}" for name, value in losses.items()})
-            done = step + 1
-            out_of_time = max_minutes is not None and time.perf_counter() - started > max_minutes * 60
-            if done % 50 == 0:
-                log.write(json.dumps({"step": done, **losses}) + "\n")
-                log.flush()
-            if done % settings["checkpoint_every"] == 0 or done == settings["steps"] or out_of_time:
-                student.eval()
-                # Rows: each face from the teacher, then from the student.
-                grid = expression_grid(fixed, [teacher, student], len(teacher.expressions))
-                write_rgb(out_dir / f"samples_{done:06d}.png", grid)
-                training.save_state(state_path)
-                if on_checkpoint:
-                    on_checkpoint(student, done)
-                student.train()
-            if out_of_time:
-                print(f"stopping after {max_minutes} minutes at step {done}; resume with the same command")
-                break
+
+    def write_samples(step: int) -> None:
+        student.eval()
+        # Rows: each face from the teacher, then from the student.
+        write_rgb(out_dir / f"samples_{step:06d}.png", expression_grid(fixed, [teacher, student], len(teacher.expressions)))
+        student.train()
+
+    run_steps(training, lambda: training.step(bank.sample(settings["batch"], generator), generator), settings, out_dir,
+              "distill_state.safetensors", "distill", write_samples, resume, max_minutes,
+              on_checkpoint and (lambda step: on_checkpoint(student, step)))
     return student.eval()

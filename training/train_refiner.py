@@ -21,20 +21,17 @@ process trains on its own shard of the batch with DistributedDataParallel.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from reggan.backends import cpu_has_fast_bf16
 from reggan.images import read_rgb, write_rgb
 from reggan.networks import Discriminator, Synthesizer
-from training.training_state import load_training_state, save_training_state
+from training.training_state import load_training_state, run_steps, save_training_state
 
 
 class PairBank:
@@ -219,36 +216,16 @@ def train_refiner(
     out_dir.mkdir(parents=True, exist_ok=True)
     bank = PairBank(rows, synthesizer.expressions[1:], torch_device)
     training = RefinerTraining(synthesizer, settings, torch_device)
-    state_path = out_dir / "training_state.safetensors"
-    if resume and state_path.is_file():
-        training.load_state(state_path)
-        print(f"resumed from {state_path} at step {training.step_count}")
     fixed_neutral, _, _ = bank.sample(4, torch.Generator().manual_seed(1))
-    started = time.perf_counter()
-    progress = tqdm(
-        range(training.step_count, settings["steps"]), desc="refine", unit="step", disable=rank != 0, mininterval=5
-    )
-    log = open(out_dir / "losses.jsonl", "a") if rank == 0 else None
-    for step in progress:
-        losses = training.step(*bank.sample(settings["batch"], generator))
-        progress.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-        done = step + 1
-        out_of_time = max_minutes is not None and time.perf_counter() - started > max_minutes * 60
-        if rank == 0:
-            if done % 50 == 0:
-                log.write(json.dumps({"step": done, **losses}) + "\n")
-                log.flush()
-            if done % settings["sample_every"] == 0 or done == settings["steps"] or out_of_time:
-                synthesizer.eval()
-                write_rgb(out_dir / f"samples_{done:06d}.png", sample_grid(synthesizer, fixed_neutral))
-                synthesizer.train()
-            if done % settings["checkpoint_every"] == 0 or done == settings["steps"] or out_of_time:
-                training.save_state(state_path)
-                if on_checkpoint:
-                    on_checkpoint(synthesizer, done)
-        if out_of_time:
-            print(f"stopping after {max_minutes} minutes at step {done}; resume with the same command")
-            break
+
+    def write_samples(step: int) -> None:
+        synthesizer.eval()
+        write_rgb(out_dir / f"samples_{step:06d}.png", sample_grid(synthesizer, fixed_neutral))
+        synthesizer.train()
+
+    run_steps(training, lambda: training.step(*bank.sample(settings["batch"], generator)), settings, out_dir,
+              "training_state.safetensors", "refine", write_samples, resume, max_minutes,
+              on_checkpoint and (lambda step: on_checkpoint(synthesizer, step)), leader=rank == 0)
     if distributed:
         torch.distributed.destroy_process_group()
     return synthesizer.eval()
