@@ -35,10 +35,11 @@ EXAMPLES = {
   reggan edit photo.jpg --expression surprised --intensity 0.6 -o surprised.png
   reggan edit photo.jpg --expression all -o strip.png   # every expression side by side""",
     "eval": """examples:
-  reggan eval                                      # held-out people of the prepared data -> docs/eval
+  reggan eval --out cache/eval                     # held-out people of the prepared data, with the bundled
+                                                   # StarGAN-style competitor ([eval].baselines) beside our rows
   reggan eval --split val --checkpoint cache/candidate.safetensors --no-distribution --out cache/val
                                                    # validation people: choose between models without the held-out
-  reggan eval --baseline "StarGAN-style (our retraining)=cache/stargan.safetensors" \\
+  reggan eval --baseline "StarGAN-style, longer=cache/stargan.safetensors" \\
       --ood ../data/ood --videos ../data/video/d3.mp4 ../data/video/d20.mp4 --out docs""",
     "animate": """examples:
   reggan animate avatar.png -o avatar.mp4 --program neutral:1,happy:2,surprised:2
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int)
     train.add_argument("--device", choices=["cpu", "cuda"])
     train.add_argument("--generator", choices=["refiner", "stargan"], default="refiner",
-                       help="stargan trains the StarGAN-style competitor with the same losses, for comparison")
+                       help="stargan: the StarGAN-style competitor of `reggan eval`, from the aligned face alone "
+                            "(no stage-1 checkpoint; [competitor] settings; default out cache/stargan.safetensors)")
     for key in ("loss_l1", "loss_coarse", "loss_adversarial", "loss_classification", "loss_identity",
                 "lr_generator", "lr_discriminator"):
         train.add_argument("--" + key.replace("_", "-"), type=float, help=f"[refine].{key}")
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
     edit.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
 
-    evaluate = command("eval", "score copy-the-input, regression only and full RegGAN on held-out people")
+    evaluate = command("eval", "score copy-the-input, regression only, full RegGAN and competitors on held-out people")
     evaluate.add_argument("--prepared", help="prepared data folder")
     evaluate.add_argument("--no-bend", action="store_true", help=NO_BEND_HELP)
     evaluate.add_argument("--split", choices=["eval", "val"], default="eval",
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "between models)")
     evaluate.add_argument("--checkpoint", help="model (default: the bundled one)")
     evaluate.add_argument("--baseline", action="append", default=[], metavar="NAME=CHECKPOINT",
-                          help="another checkpoint to score as its own row")
+                          help="another checkpoint to score as its own row (beside those of [eval].baselines)")
     evaluate.add_argument("--out", default="docs", help="folder for results.md, results.json, contact_sheet.png")
     evaluate.add_argument("--ood", nargs="*", default=[], help="out-of-distribution stills (files or folders)")
     evaluate.add_argument("--videos", nargs="*", default=[], help="clips for the flicker metric")
