@@ -200,12 +200,16 @@ def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronau
          "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"split", "held_out", "ood", "flicker", "synthetic_motion"} and results["split"] == "eval"
-    assert results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
-    # The bundled model has its lite refiner beside it: scored as its own row.
+    assert set(results) == {"split", "held_out", "ood", "flicker", "synthetic_motion", "competitors"}
+    assert results["split"] == "eval" and results["held_out"]["pairs"] == 2 and results["ood"]["faces"] == 1
+    # The bundled model has its lite refiner beside it, and config.toml names the bundled StarGAN-style competitor
+    # ([eval].baselines): each scored as its own row, and the report says how long the competitor was trained.
+    competitor = "StarGAN-style (our retraining)"
     assert set(results["synthetic_motion"]["methods"]) == {"regression only", "RegGAN (full)",
-                                                           "RegGAN lite (distilled refiner)"}
-    assert "RegGAN lite (distilled refiner)" in results["held_out"]["methods"]
+                                                           "RegGAN lite (distilled refiner)", competitor}
+    assert {"RegGAN lite (distilled refiner)", competitor} <= set(results["held_out"]["methods"])
+    assert results["competitors"][competitor]["steps"] > 0 and competitor in results["flicker"]
+    assert f"**{competitor}**: a stargan generator working at 128 px" in (out / "results.md").read_text()
     flicker = results["flicker"]
     assert "RegGAN (full), smoothing off" in flicker and 0 <= flicker["RegGAN (full)"]["mean_expression"] <= 1
     assert "The expression on video" in (out / "results.md").read_text()
