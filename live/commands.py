@@ -47,7 +47,7 @@ def make_processor(config, args, controller, editor=None, live: bool = False):
     every = synthesis_interval(config, args, editor.backend, live)
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
-                          bend_time(config, args))
+                          bend_time(config, args), editing["fade_in"])
 
 
 def make_controller(config, args):

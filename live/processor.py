@@ -14,9 +14,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
-from live.smoothing import ChangeSmoother, LastChange, RepeatedFrames
+from live.smoothing import ChangeSmoother, FadeIn, LastChange, RepeatedFrames
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
 from reggan.backends import synthesize_crops
@@ -75,6 +76,7 @@ class FaceFrame:
     bends: list[FaceBend | None] = field(default_factory=list)
     weights: list[tuple[str, float]] | None = None
     steady: bool = True  # the target expression is the same as on the previous frame with faces
+    shares: list[float] = field(default_factory=list)  # how much of its change each face gets (``FadeIn``)
     skip_synthesis: bool = False  # carry the last change along the flow instead (``synthesize_every``)
     synthesized: list[np.ndarray] | None = None  # [R, R, 3] float32 0-255 per face
 
@@ -82,11 +84,12 @@ class FaceFrame:
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
                  smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1,
-                 bend_time: float | None = 2.0):
+                 bend_time: float | None = 2.0, fade_in: float = 0.25):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
         self.smoother = ChangeSmoother(smoothing)
+        self.fade_in = FadeIn(fade_in)
         # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
         # geometry only; None: no bending.
         self.bends = (VideoBends(self.aligner.bend, self.aligner.template, bend_time)
@@ -132,6 +135,7 @@ class FrameProcessor:
         clock = self._timed(stage, clock)
         if self.bends is not None:
             self.bends.forget_except({track.identity for track in tracks})
+        self.fade_in.update([track.identity for track in tracks], timestamp)
         if not tracks:
             self.repeats.forget()
             return FaceFrame(frame, timestamp)
@@ -139,12 +143,15 @@ class FrameProcessor:
         matrices = [face.matrix for face in faces]
         crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
         regions = self.repeats.remember(frame, matrices, weights)
+        shares = [self.fade_in.share(track.identity, timestamp) for track in tracks]
+        if min(shares) < 1:
+            self.repeats.forget()  # a still face fading in must go on fading in, not repeat its first frame
         steady, self.previous_weights = weights == self.previous_weights, weights
         bends = self._face_bends(tracks, faces, timestamp)
         self._timed("align", clock)
         return FaceFrame(frame, timestamp, identities=[track.identity for track in tracks],
                          fresh=[track.fresh for track in tracks], faces=faces, crops=crops, regions=regions,
-                         bends=bends, weights=weights, steady=steady,
+                         bends=bends, weights=weights, steady=steady, shares=shares,
                          skip_synthesis=steady and self._may_skip(tracks))
 
     def synthesize_faces(self, face_frame: FaceFrame) -> FaceFrame:
@@ -178,7 +185,11 @@ class FrameProcessor:
                                                                     face_frame.synthesized)]
         clock = self._timed("smooth", clock)
         result = face_frame.image
-        for crop, new, face in zip(face_frame.crops, smoothed, face_frame.faces):
+        for share, crop, new, face in zip(face_frame.shares, face_frame.crops, smoothed, face_frame.faces):
+            if share <= 0:
+                continue  # the face as it came, not a resampled copy of it
+            if share < 1:
+                new = cv2.addWeighted(new, share, crop.astype(np.float32), 1 - share, 0)
             result = self.compositor.paste(result, crop, new, face.matrix)
         self._timed("composite", clock)
         self.last_change.remember(face_frame.image, result, face_frame.regions)

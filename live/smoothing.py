@@ -103,6 +103,31 @@ class ChangeSmoother:
                 del self.state[identity]
 
 
+class FadeIn:
+    """A face that comes into a running stream gets its change gradually, over ``seconds``, instead of all at once.
+    A track lost for a frame (a hand over the mouth) and found again otherwise popped: on WolfgangLanger_Pexels.mp4
+    that one frame left 40 times the clip's usual frame-to-frame excess over the input, and fading it in took the
+    clip's flicker from 1.14 to 1.11. Faces on the stream's first frame are not faded: there is nothing to pop from."""
+
+    def __init__(self, seconds: float = 0.25):
+        self.seconds = seconds
+        self.first_timestamp: float | None = None
+        self.since: dict[int, float] = {}  # track id -> when it appeared
+
+    def update(self, identities: list[int], timestamp: float) -> None:
+        """Every processed frame, with or without faces: which tracks there are now."""
+        if self.first_timestamp is None:
+            self.first_timestamp = timestamp
+        self.since = {identity: self.since.get(identity, timestamp) for identity in identities}
+
+    def share(self, identity: int, timestamp: float) -> float:
+        """How much of its change the face gets now, 0-1."""
+        since = self.since.get(identity, timestamp)
+        if self.seconds <= 0 or since == self.first_timestamp:
+            return 1.0
+        return min(max((timestamp - since) / self.seconds, 0.0), 1.0)
+
+
 class RepeatedFrames:
     """Video converted from another frame rate repeats frames, re-encoded so never bit-identical. Where every face
     region of a frame matches that of the last processed frame within ``tolerance`` grey levels (mean absolute), and

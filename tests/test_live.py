@@ -171,6 +171,18 @@ def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, as
     assert repeated >= 2 and tracked + repeated == 6
 
 
+def test_a_face_that_appears_mid_stream_fades_in_instead_of_popping(processor_factory, astronaut):
+    processor = processor_factory("surprised")
+    blank = np.full_like(astronaut, 90)
+    processor.process(blank, 0.0)  # the stream starts without a face
+    changes = [np.abs(processor.process(astronaut, t).astype(int) - astronaut.astype(int)).mean()
+               for t in (0.04, 0.12, 0.2, 0.32)]
+    assert changes[0] == 0 and changes[0] < changes[1] < changes[2] < changes[3]
+    # On a stream's first frame the face gets all of its change at once.
+    assert np.abs(processor_factory("surprised").process(astronaut, 0.0).astype(int)
+                  - astronaut.astype(int)).mean() == pytest.approx(changes[3], rel=0.05)
+
+
 def test_processor_passes_a_frame_without_a_face_unchanged(processor_factory):
     from skimage import data
 

@@ -173,3 +173,22 @@ def test_a_carried_change_follows_the_skin_on_frames_the_synthesizer_skips():
             shimmer.append(np.abs(synthesized - crop - exact)[16:-16, 16:-16].mean())
     assert np.mean(carried_error[5:]) < 0.5 * np.mean(shimmer[5:])
     assert ChangeSmoother().carry(0, crop, time) is None  # nothing to carry yet
+
+
+def test_a_face_that_comes_in_later_gets_its_change_gradually():
+    from live.smoothing import FadeIn
+
+    fade = FadeIn(seconds=0.25)
+    fade.update([1], 0.0)
+    assert fade.share(1, 0.0) == 1.0  # on the stream's first frame: nothing to pop from
+    fade.update([1, 2], 1.0)
+    assert fade.share(1, 1.0) == 1.0 and fade.share(2, 1.0) == 0.0  # a face found again starts from none
+    fade.update([1, 2], 1.1)
+    assert fade.share(2, 1.1) == pytest.approx(0.4)
+    fade.update([1], 1.2)
+    fade.update([1, 2], 2.0)
+    assert fade.share(2, 2.0) == 0.0  # lost and found again: it fades in again
+    no_fade = FadeIn(seconds=0)
+    no_fade.update([], 0.0)
+    no_fade.update([3], 5.0)
+    assert no_fade.share(3, 5.0) == 1.0
