@@ -223,3 +223,17 @@ def test_eval_command_writes_the_whole_report(astronaut, astronaut_png, astronau
                             timeout=300)
     assert result.returncode != 0 and "no 'val' rows" in result.stderr and "reggan prepare" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_contact_sheet_labels_wrap_inside_their_column():
+    from training.evaluate import contact_sheet
+
+    face = np.full((64, 64, 3), 120, np.uint8)
+    names = ["copy-the-input", "StarGAN-style (our retraining)"]
+    sheet = contact_sheet([(face, None, None)], {name: (lambda crops, *_: list(crops)) for name in names},
+                          ["happy", "sad"], tile=80)
+    assert sheet.shape == (28 + 2 * 80, 2 * 80 + 3 * 80, 3)
+    long_label = sheet[28 + 80:, : 2 * 80]
+    ink_rows, ink_columns = np.nonzero(long_label.min(axis=2) < 128)
+    assert ink_rows.max() - ink_rows.min() > 20  # wrapped onto a second line ...
+    assert ink_columns.max() < 2 * 80 - 2  # ... instead of running into the input's tile

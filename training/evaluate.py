@@ -304,24 +304,41 @@ def evaluate_synthetic_motion(stills: list[np.ndarray], backends: dict, tracker_
                         for name, method in scores.items()}}
 
 
-def contact_sheet(faces: list[tuple], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
-    """Rows: each input (crop, keep mask, bend) x each method; columns: input, then each expression  # [H, W, 3]
-    uint8."""
+def label_tile(text: str, width: int, height: int, scale: float = 0.45) -> np.ndarray:
+    """White tile with ``text`` wrapped word by word to fit ``width``  # [height, width, 3] uint8."""
     import cv2
 
+    lines: list[str] = []
+    for word in text.split(" "):
+        wider = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(wider, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width - 8:
+            lines[-1] = wider
+        else:
+            lines.append(word)
+    tile = np.full((height, width, 3), 255, np.uint8)
+    for index, line in enumerate(lines):
+        cv2.putText(tile, line, (4, 20 + 18 * index), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def contact_sheet(faces: list[tuple], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
+    """Rows: each input (crop, keep mask, bend) x each method; columns: the method's name, the input, then each
+    expression  # [H, W, 3] uint8."""
+    import cv2
+
+    label_width = 2 * tile  # room for names such as "StarGAN-style (our retraining)" in three lines
     rows = []
     for crop, keep, bend in faces:
         for name, method in methods.items():
             count = len(expressions)
             outputs = method([crop] * count, expressions, [keep] * count, [bend] * count)
             tiles = [cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA) for image in [crop, *outputs]]
-            label = np.full((tile, tile, 3), 255, np.uint8)
-            for line, text in enumerate(name.split(" ")):
-                cv2.putText(label, text, (6, 30 + 22 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-            rows.append(np.hstack([label, *tiles]))
+            rows.append(np.hstack([label_tile(name, label_width, tile), *tiles]))
     header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
-    for column, text in enumerate(["method", "input", *expressions]):
-        cv2.putText(header, text, (column * tile + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for column, text in enumerate(["input", *expressions]):
+        cv2.putText(header, text, (label_width + column * tile + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    cv2.putText(header, "method", (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([header, *rows])
 
 
