@@ -237,3 +237,12 @@ def test_contact_sheet_labels_wrap_inside_their_column():
     ink_rows, ink_columns = np.nonzero(long_label.min(axis=2) < 128)
     assert ink_rows.max() - ink_rows.min() > 20  # wrapped onto a second line ...
     assert ink_columns.max() < 2 * 80 - 2  # ... instead of running into the input's tile
+
+
+def test_report_images_are_written_small_and_lossless(astronaut, tmp_path):
+    from reggan.images import read_rgb, write_rgb
+
+    write_rgb(tmp_path / "default.png", astronaut)
+    write_rgb(tmp_path / "small.png", astronaut, png_compression=9)
+    assert np.array_equal(read_rgb(tmp_path / "small.png"), astronaut)
+    assert (tmp_path / "small.png").stat().st_size < (tmp_path / "default.png").stat().st_size

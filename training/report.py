@@ -209,7 +209,7 @@ def write_report(results: dict, out_dir: Path, command: str, machine: str, sheet
                                                       ("error_to_exact_answer", "error to the exact answer ↓",
                                                        "{:.2f}")]) + "\n"]
     if sheet is not None:
-        write_rgb(out_dir / "contact_sheet.png", sheet)
+        write_rgb(out_dir / "contact_sheet.png", sheet, png_compression=9)
         parts += ["## Contact sheet\n", "![inputs x methods x expressions](contact_sheet.png)\n"]
     report = out_dir / "results.md"
     report.write_text("\n".join(parts))
