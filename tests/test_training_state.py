@@ -42,3 +42,19 @@ def test_the_refiner_training_resumes_with_its_step_and_both_networks(tmp_path):
     for mine, theirs in ((resumed.refiner, training.refiner), (resumed.discriminator, training.discriminator)):
         for name, value in theirs.state_dict().items():
             assert torch.equal(mine.state_dict()[name], value)
+
+
+def test_a_resumed_run_records_the_command_it_continues(tmp_path, monkeypatch):
+    from reggan.checkpoint import read_metadata, save_synthesizer
+    from training.commands import training_command
+
+    out, state = tmp_path / "model.safetensors", tmp_path / "work" / "training_state.safetensors"
+    monkeypatch.setattr("sys.argv", ["reggan", "train", "refine", "--max-minutes", "65"])
+    assert training_command(out, state) == "reggan train refine --max-minutes 65"  # nothing to resume
+    save_synthesizer(out, Synthesizer(["happy"], 32), training_command="reggan train refine --max-minutes 105")
+    assert training_command(out, state) == "reggan train refine --max-minutes 65"  # a fresh run overwrites it
+    state.parent.mkdir()
+    state.write_bytes(b"saved")
+    resumed = training_command(out, state)
+    assert resumed == "reggan train refine --max-minutes 105, resumed with reggan train refine --max-minutes 65"
+    assert read_metadata(out)["training_command"] == "reggan train refine --max-minutes 105"

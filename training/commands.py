@@ -84,16 +84,34 @@ def run_train(args, config):
                             f"decoder (the bundled refiner uses transpose: add --decoder {other}?): "
                             f"{str(error).splitlines()[0]}") from error
     out = resolve_path(args.out or config["model"]["checkpoint"])
+    work_dir = resolve_path(args.work_dir or "cache/refine")
     meta = {"stages": [*stage1.metadata.get("stages", ["regression"]), "refine"],
-            "ridge_lambda": stage1.metadata.get("ridge_lambda"), "training_command": "reggan " + shlex.join(sys.argv[1:])}
+            "ridge_lambda": stage1.metadata.get("ridge_lambda"),
+            "training_command": training_command(out, work_dir / "training_state.safetensors")}
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, **meta)
 
-    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"],
-                  resolve_path(args.work_dir or "cache/refine"), device, max_minutes=args.max_minutes,
+    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"], work_dir, device,
+                  max_minutes=args.max_minutes,
                   on_checkpoint=save)
     print(f"wrote {out}")
+
+
+def training_command(out: Path, state: Path) -> str:
+    """This run's command line. A run that resumes a saved training state (``state``) continues the one that wrote
+    ``out`` so far, so the checkpoint names both: its header then tells how the whole training went, not only its
+    last leg (the bundled competitor was trained with --max-minutes 105, then resumed with 65)."""
+    command = "reggan " + shlex.join(sys.argv[1:])
+    if not state.is_file() or not out.is_file():
+        return command
+    from reggan.checkpoint import CheckpointError, read_metadata
+
+    try:
+        earlier = read_metadata(out).get("training_command")
+    except CheckpointError:
+        return command
+    return f"{earlier}, resumed with {command}" if earlier else command
 
 
 def run_train_competitor(args, config, prepared: Path, device: str):
@@ -109,14 +127,14 @@ def run_train_competitor(args, config, prepared: Path, device: str):
     synthesizer = Synthesizer(config["model"]["expressions"], config["model"]["resolution"], generator="stargan",
                               width=settings.get("width", 32), generator_scale=settings.get("scale", 1))
     out = resolve_path(args.out or "cache/stargan.safetensors")
-    meta = {"stages": ["stargan"], "training_command": "reggan " + shlex.join(sys.argv[1:])}
+    work_dir = resolve_path(args.work_dir or "cache/stargan")
+    meta = {"stages": ["stargan"], "training_command": training_command(out, work_dir / "training_state.safetensors")}
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, batch=settings["batch"], device=device, **meta)
 
-    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), settings,
-                  resolve_path(args.work_dir or "cache/stargan"), device, max_minutes=args.max_minutes,
-                  on_checkpoint=save)
+    train_refiner(synthesizer.train(), read_manifest(prepared, "train"), settings, work_dir, device,
+                  max_minutes=args.max_minutes, on_checkpoint=save)
     print(f"wrote {out}")
 
 
@@ -140,14 +158,15 @@ def run_distill(args, config, prepared: Path):
     if out.resolve().parent != teacher_path.resolve().parent:  # said now, not at the first checkpoint
         raise UserError(f"--out {out}: a lite refiner is stored beside its teacher, in {teacher_path.parent}")
     settings = config["distill"]
+    work_dir = resolve_path(args.work_dir or "cache/distill")
     meta = {"stages": [*teacher.metadata.get("stages", []), "distill"],
-            "training_command": "reggan " + shlex.join(sys.argv[1:])}
+            "training_command": training_command(out, work_dir / "distill_state.safetensors")}
 
     def save(model, step):
         save_refiner_variant(out, model, teacher_path, steps=step, **meta)
 
-    distill_refiner(teacher, narrower(teacher, settings["width"]), crops, settings,
-                    resolve_path(args.work_dir or "cache/distill"), max_minutes=args.max_minutes, on_checkpoint=save)
+    distill_refiner(teacher, narrower(teacher, settings["width"]), crops, settings, work_dir,
+                    max_minutes=args.max_minutes, on_checkpoint=save)
     print(f"wrote {out}")
 
 
