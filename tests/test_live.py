@@ -306,6 +306,28 @@ def test_corrupt_or_missing_input_is_a_clear_error(tmp_path, feat_media):
     assert ".mp4" in result.stderr and not (tmp_path / "new").exists()  # not even the folders it would have made
 
 
+def test_a_truncated_input_is_said_and_what_was_read_is_kept(feat_media, tmp_path):
+    # A file cut short (a copy interrupted, a download that stopped) keeps the index at its start, so it opens and
+    # decodes until the data runs out: the frames there are processed and kept, and the command says what happened.
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:  # the index first, as on the web
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for frame in decode(feat_media / "single_face.mp4"):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:240, :320]), format="rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    result = reggan("video", str(cut), "-o", str(tmp_path / "o.mp4"), "--expression", "happy")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "truncated or damaged" in result.stderr and "of the 72 frames" in result.stderr
+    assert 10 < len(decode(tmp_path / "o.mp4")) < 72
+    # The whole file is not taken for a cut one.
+    result = reggan("video", str(whole), "-o", str(tmp_path / "w.mp4"), "--expression", "happy")
+    assert result.returncode == 0 and len(decode(tmp_path / "w.mp4")) == 72
+
+
 def test_batch_continues_past_a_bad_file(feat_media, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
