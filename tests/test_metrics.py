@@ -159,6 +159,25 @@ def test_the_verdict_answers_each_target_from_the_numbers(tmp_path):
     assert [met for _, met in verdict(unmeasured)] == [None, None, True]
 
 
+def test_the_verdict_says_whether_an_accuracy_gap_could_be_chance():
+    from training.report import paired_difference, verdict
+
+    assert paired_difference([1, 0, 1], [1, 0, 1]) == (0, 0, 1.0)
+    assert paired_difference([1] * 10, [0] * 10) == (10, 0, pytest.approx(2 / 1024))  # all ten one way: not chance
+    assert paired_difference([1, 1, 0, 0], [0, 1, 1, 1]) == (1, 2, 1.0)  # one pair against two: chance
+
+    def row(hits):
+        accuracy = float(np.mean(hits))
+        return {"overall": {"ecs_accuracy": accuracy, "same_person_fraction": 1.0, "identity_distance": 0.3},
+                "ecs_hits": hits}
+
+    full, regression = [1] * 52 + [0] * 26, [1] * 53 + [0] * 25
+    line = verdict({"held_out": {"pairs": 78, "methods": {"regression only": row(regression),
+                                                         "RegGAN (full)": row(full)}}})[0][0]
+    assert "ahead of regression only (0.667 vs 0.679; 0 pairs only it got right, 1 only the other, " in line
+    assert "exact McNemar p = 1.00): **no**" in line
+
+
 def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):
     from training.evaluate import optional_qualiclip
     from training.report import markdown_table

@@ -116,6 +116,9 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
                                            for r in reals])),
                 })
         results[name] = summarise(per_job)
+        # Per pair, in the same order for every method: the verdict tests whether two accuracies differ by more
+        # than chance (training/report.py, paired_difference).
+        results[name]["ecs_hits"] = [item["ecs_hit"] for item in per_job]
         if distribution:
             features = inception(outputs)
             results[name]["overall"]["fid"] = frechet_distance(features, real_features)

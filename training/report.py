@@ -4,6 +4,7 @@ same numbers as JSON, and the contact sheet."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,18 @@ NOT_COMPETITORS = {"copy-the-input", "warp only", FULL, LITE}
 FLICKER_TARGET = 1.1
 
 
+def paired_difference(hits: list[float], other_hits: list[float]) -> tuple[int, int, float]:
+    """Two methods judged on the same pairs  # 0/1 per pair each: how many pairs only the first got right, how many
+    only the second, and the two-sided exact McNemar p-value (a sign test on those discordant pairs): the chance of a
+    split at least this uneven if neither method were better. At 78 pairs a one-pair lead is noise, and the reader
+    should see that beside the accuracies."""
+    only_first = sum(1 for a, b in zip(hits, other_hits) if a > b)
+    only_second = sum(1 for a, b in zip(hits, other_hits) if b > a)
+    discordant = only_first + only_second
+    tail = sum(math.comb(discordant, k) for k in range(min(only_first, only_second) + 1)) / 2 ** discordant
+    return only_first, only_second, min(1.0, 2 * tail)
+
+
 def verdict(results: dict) -> list[tuple[str, bool | None]]:
     """The targets this project set the full model, each answered from the numbers in ``results``: ahead of every
     competing row on ECS accuracy and FID, every output the same person, flicker at most FLICKER_TARGET on every
@@ -91,9 +104,18 @@ def verdict(results: dict) -> list[tuple[str, bool | None]]:
         for name, scores in rivals.items():
             ahead = full[key] > scores[key] if higher_is_better else full[key] < scores[key]
             met &= ahead
-            answers.append(f"ahead of {name} ({fmt.format(full[key])} vs {fmt.format(scores[key])}): "
-                           + ("yes" if ahead else "**no**"))
+            answers.append(f"ahead of {name} ({fmt.format(full[key])} vs {fmt.format(scores[key])}"
+                           + significance(key, name) + "): " + ("yes" if ahead else "**no**"))
         return f"- {title}: " + "; ".join(answers) + ".", met
+
+    def significance(key: str, name: str) -> str:
+        """For accuracy, how many pairs apart the two are and whether that could be chance (older reports
+        kept no per-pair hits: nothing is said then)."""
+        hits, other_hits = methods[FULL].get("ecs_hits"), methods[name].get("ecs_hits")
+        if key != "ecs_accuracy" or not hits or not other_hits:
+            return ""
+        only_full, only_other, p = paired_difference(hits, other_hits)
+        return f"; {only_full} pairs only it got right, {only_other} only the other, exact McNemar p = {p:.2f}"
 
     answers = [compared("ecs_accuracy", "ECS accuracy", "{:.3f}", True),
                compared("fid", "FID (lower is better)", "{:.1f}", False)]
