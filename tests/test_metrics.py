@@ -177,6 +177,34 @@ def test_the_verdict_says_whether_an_accuracy_gap_could_be_chance():
     assert "ahead of regression only (0.667 vs 0.679; 0 pairs only it got right, 1 only the other, " in line
     assert "exact McNemar p = 1.00): **no**" in line
 
+    methods = {"regression only": {"overall": {"ecs_accuracy": 0.5, "fid": 39.0}, "fid_against_full": {
+        "first_lower": 0.31, "resamples": 200, "difference_interval": [-1.04, 1.52]}},
+        "RegGAN (full)": {"overall": {"ecs_accuracy": 0.5, "fid": 39.3, "same_person_fraction": 1.0,
+                                      "identity_distance": 0.3}}}
+    line = verdict({"held_out": {"pairs": 78, "methods": methods}})[1][0]
+    assert "(39.3 vs 39.0; lower in 31% of 200 paired redraws of the photos, difference -1.0 to +1.5): **no**" in line
+
+
+def test_fid_through_the_smaller_side_matches_the_full_square_root_and_the_bootstrap_tells_noise_from_a_gap():
+    import scipy.linalg
+
+    from training.quality import FrechetReference
+
+    rng = np.random.default_rng(0)
+    real, outputs = np.abs(rng.normal(0, 1, (60, 128))), np.abs(rng.normal(0.1, 1.1, (20, 128)))
+    sigma_real, sigma_out = np.cov(real, rowvar=False), np.cov(outputs, rowvar=False)
+    root = np.real(scipy.linalg.sqrtm(sigma_out @ sigma_real))
+    expected = ((outputs.mean(0) - real.mean(0)) ** 2).sum() + np.trace(sigma_out + sigma_real - 2 * root)
+    reference = FrechetReference(real)
+    assert reference.distance(outputs) == pytest.approx(expected, rel=1e-6)  # fewer samples than features
+    assert reference.distance(np.abs(rng.normal(0, 1, (200, 128)))) < reference.distance(outputs)  # and more
+
+    # The same outputs with a little noise: the bootstrap cannot tell them apart. Shifted far: always lower.
+    close = outputs + rng.normal(0, 0.01, outputs.shape)
+    level = reference.paired_bootstrap(outputs, close, resamples=50)
+    assert 0.1 < level["first_lower"] < 0.9 and level["difference_interval"][0] < 0 < level["difference_interval"][1]
+    assert reference.paired_bootstrap(outputs, outputs + 3.0, resamples=50)["first_lower"] == 1.0
+
 
 def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):
     from training.evaluate import optional_qualiclip

@@ -86,12 +86,13 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
     expression_judge, identity_judge = ExpressionJudge(), IdentityJudge()
     qualiclip = optional_qualiclip()
     if distribution:
-        from training.quality import NIQE, InceptionFeatures, frechet_distance, kernel_inception_distance
+        from training.quality import NIQE, FrechetReference, InceptionFeatures, kernel_inception_distance
 
         inception, niqe = InceptionFeatures(), NIQE()
         real_paths = sorted({t for targets in targets_of.values() for t in targets})
         real_features = inception([read_rgb(p) for p in real_paths])
-    results = {}
+        real_reference = FrechetReference(real_features)
+    results, features_of = {}, {}
     for name, method in methods.items():
         per_job, outputs = [], []
         for start in tqdm(range(0, len(jobs), batch), desc=name, unit="batch", leave=False):
@@ -120,12 +121,17 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
         # than chance (training/report.py, paired_difference).
         results[name]["ecs_hits"] = [item["ecs_hit"] for item in per_job]
         if distribution:
-            features = inception(outputs)
-            results[name]["overall"]["fid"] = frechet_distance(features, real_features)
+            features = features_of[name] = inception(outputs)
+            results[name]["overall"]["fid"] = real_reference.distance(features)
             results[name]["overall"]["kid"] = kernel_inception_distance(features, real_features)
             results[name]["overall"]["niqe"] = niqe.of_set(outputs)
         if not isinstance(qualiclip, str):
             results[name]["overall"]["qualiclip"] = float(qualiclip(outputs).mean())
+    if distribution and FULL in features_of:
+        # Is a row's FID gap to the full model more than a redraw of the same photos would move it?
+        for name, features in features_of.items():
+            if name != FULL:
+                results[name]["fid_against_full"] = real_reference.paired_bootstrap(features_of[FULL], features)
     summary = {"pairs": len(jobs), "methods": results}
     if isinstance(qualiclip, str):
         summary["qualiclip_unavailable"] = qualiclip

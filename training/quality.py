@@ -152,11 +152,51 @@ class InceptionFeatures:
 
 def frechet_distance(first: np.ndarray, second: np.ndarray) -> float:
     """FID between two feature sets  # [N, D]."""
-    mu1, mu2 = first.mean(0), second.mean(0)
-    sigma1, sigma2 = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
-    root = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    root = root[0] if isinstance(root, tuple) else root
-    return float(max(((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2 - 2 * np.real(root)), 0.0))
+    return FrechetReference(second).distance(first)
+
+
+class FrechetReference:
+    """FID against one fixed feature set (the real photos), whose mean and covariance are computed once, so many
+    sets can be scored against it: every method, and the resamples of the paired bootstrap below.
+
+    The matrix square root is taken through the smaller side: with N samples of D = 2048 features the first set's
+    covariance is X^T X / (N - 1) (X centred, [N, D]), and the non-zero eigenvalues of sigma1 sigma2 are those of
+    X sigma2 X^T / (N - 1), an N x N positive semi-definite matrix. So tr sqrt(sigma1 sigma2) is the sum of the square
+    roots of its eigenvalues: exact, and about a hundred times faster than a 2048 x 2048 sqrtm when N is 78."""
+
+    def __init__(self, reference: np.ndarray):
+        self.mean = reference.mean(0)
+        self.covariance = np.cov(reference, rowvar=False)
+        self.trace = float(np.trace(self.covariance))
+
+    def distance(self, features: np.ndarray) -> float:
+        centred = features - features.mean(0)
+        scale = max(len(features) - 1, 1)
+        if len(features) <= features.shape[1]:
+            small = centred @ self.covariance @ centred.T / scale
+            root_trace = np.sqrt(np.clip(np.linalg.eigvalsh((small + small.T) / 2), 0, None)).sum()
+        else:
+            root = scipy.linalg.sqrtm((centred.T @ centred / scale) @ self.covariance)
+            root_trace = np.trace(np.real(root[0] if isinstance(root, tuple) else root))
+        own_trace = float((centred ** 2).sum() / scale)
+        distance = ((features.mean(0) - self.mean) ** 2).sum() + own_trace + self.trace - 2 * root_trace
+        return float(max(distance, 0.0))
+
+    def paired_bootstrap(self, features: np.ndarray, other: np.ndarray, resamples: int = 200,
+                         seed: int = 0) -> dict:
+        """Two methods' features on the same inputs  # [N, D] each (row i from the same input): how often the first
+        has the lower FID when the inputs are drawn again with replacement (the same draw for both), and the 2.5 and
+        97.5 percentiles of the difference first - second. FID at 78 samples moves by a point between draws of the
+        same photos; this says whether a gap between two rows is larger than that."""
+        rng = np.random.default_rng(seed)
+        differences = []
+        for _ in range(resamples):
+            rows = rng.integers(0, len(features), len(features))
+            differences.append(self.distance(features[rows]) - self.distance(other[rows]))
+        differences = np.array(differences)
+        return {"first_lower": float((differences < 0).mean()), "resamples": resamples,
+                "difference_interval": [float(np.percentile(differences, 2.5)),
+                                        float(np.percentile(differences, 97.5))]}
 
 
 def kernel_inception_distance(first: np.ndarray, second: np.ndarray) -> float:

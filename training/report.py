@@ -109,8 +109,14 @@ def verdict(results: dict) -> list[tuple[str, bool | None]]:
         return f"- {title}: " + "; ".join(answers) + ".", met
 
     def significance(key: str, name: str) -> str:
-        """For accuracy, how many pairs apart the two are and whether that could be chance (older reports
-        kept no per-pair hits: nothing is said then)."""
+        """Whether the gap could be chance: for accuracy, how many pairs apart the two are and the exact test; for
+        FID, how often the full model stays lower when the same photos are drawn again (older reports kept
+        neither: nothing is said then)."""
+        bootstrap = methods[name].get("fid_against_full")
+        if key == "fid" and bootstrap:
+            low, high = bootstrap["difference_interval"]
+            return (f"; lower in {bootstrap['first_lower']:.0%} of {bootstrap['resamples']} paired redraws of the "
+                    f"photos, difference {low:+.1f} to {high:+.1f}")
         hits, other_hits = methods[FULL].get("ecs_hits"), methods[name].get("ecs_hits")
         if key != "ecs_accuracy" or not hits or not other_hits:
             return ""
