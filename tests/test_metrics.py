@@ -165,6 +165,11 @@ def test_the_verdict_says_whether_an_accuracy_gap_could_be_chance():
     assert paired_difference([1, 0, 1], [1, 0, 1]) == (0, 0, 1.0)
     assert paired_difference([1] * 10, [0] * 10) == (10, 0, pytest.approx(2 / 1024))  # all ten one way: not chance
     assert paired_difference([1, 1, 0, 0], [0, 1, 1, 1]) == (1, 2, 1.0)  # one pair against two: chance
+    apart = {"other": {"overall": {"ecs_accuracy": 0.0}, "ecs_hits": [0] * 10},
+             "RegGAN (full)": {"overall": {"ecs_accuracy": 1.0, "same_person_fraction": 1.0,
+                                           "identity_distance": 0.3}, "ecs_hits": [1] * 10}}
+    far = verdict({"held_out": {"pairs": 10, "methods": apart}})[0][0]
+    assert "10 pairs only it got right, 0 only the other, exact McNemar p < 0.01): yes" in far
 
     def row(hits):
         accuracy = float(np.mean(hits))

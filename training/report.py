@@ -121,7 +121,9 @@ def verdict(results: dict) -> list[tuple[str, bool | None]]:
         if key != "ecs_accuracy" or not hits or not other_hits:
             return ""
         only_full, only_other, p = paired_difference(hits, other_hits)
-        return f"; {only_full} pairs only it got right, {only_other} only the other, exact McNemar p = {p:.2f}"
+        chance = f"p = {p:.2f}" if p >= 0.01 else "p < 0.01"
+        return (f"; {only_full} {'pair' if only_full == 1 else 'pairs'} only it got right, {only_other} only the "
+                f"other, exact McNemar {chance}")
 
     answers = [compared("ecs_accuracy", "ECS accuracy", "{:.3f}", True),
                compared("fid", "FID (lower is better)", "{:.1f}", False)]
