@@ -59,7 +59,7 @@ def run_train(args, config):
     if args.stage == "distill":
         return run_distill(args, config, prepared)
     from training.prepare import read_manifest
-    from training.train_refiner import on_stage1, train_refiner
+    from training.train_refiner import STATE_NAME, on_stage1, train_refiner
 
     refine_keys = ("steps", "batch", "loss_l1", "loss_coarse", "loss_adversarial", "loss_classification",
                    "loss_identity", "lr_generator", "lr_discriminator", "coarse_pool", "decoder", "detail_scale")
@@ -87,14 +87,13 @@ def run_train(args, config):
     work_dir = resolve_path(args.work_dir or "cache/refine")
     meta = {"stages": [*stage1.metadata.get("stages", ["regression"]), "refine"],
             "ridge_lambda": stage1.metadata.get("ridge_lambda"),
-            "training_command": training_command(out, work_dir / "training_state.safetensors")}
+            "training_command": training_command(out, work_dir / STATE_NAME)}
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, **meta)
 
     train_refiner(synthesizer.train(), read_manifest(prepared, "train"), config["refine"], work_dir, device,
-                  max_minutes=args.max_minutes,
-                  on_checkpoint=save)
+                  max_minutes=args.max_minutes, on_checkpoint=save)
     print(f"wrote {out}")
 
 
@@ -121,14 +120,14 @@ def run_train_competitor(args, config, prepared: Path, device: str):
     from reggan.checkpoint import save_synthesizer
     from reggan.networks import Synthesizer
     from training.prepare import read_manifest
-    from training.train_refiner import train_refiner
+    from training.train_refiner import STATE_NAME, train_refiner
 
     settings = config["refine"]
     synthesizer = Synthesizer(config["model"]["expressions"], config["model"]["resolution"], generator="stargan",
                               width=settings.get("width", 32), generator_scale=settings.get("scale", 1))
     out = resolve_path(args.out or "cache/stargan.safetensors")
     work_dir = resolve_path(args.work_dir or "cache/stargan")
-    meta = {"stages": ["stargan"], "training_command": training_command(out, work_dir / "training_state.safetensors")}
+    meta = {"stages": ["stargan"], "training_command": training_command(out, work_dir / STATE_NAME)}
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, batch=settings["batch"], device=device, **meta)
@@ -142,7 +141,7 @@ def run_distill(args, config, prepared: Path):
     """A narrower refiner taught to reproduce the teacher's (training/distill_refiner.py), saved as a refiner
     variant beside the teacher: NAME-lite.safetensors is what ``[runtime].refiner = "lite"`` loads."""
     from reggan.checkpoint import load_synthesizer, save_refiner_variant
-    from training.distill_refiner import distill_refiner, narrower
+    from training.distill_refiner import STATE_NAME, distill_refiner, narrower
     from training.prepare import read_manifest
 
     config = with_overrides(config, "distill", {"width": args.width, "steps": args.steps, "batch": args.batch})
@@ -160,7 +159,7 @@ def run_distill(args, config, prepared: Path):
     settings = config["distill"]
     work_dir = resolve_path(args.work_dir or "cache/distill")
     meta = {"stages": [*teacher.metadata.get("stages", []), "distill"],
-            "training_command": training_command(out, work_dir / "distill_state.safetensors")}
+            "training_command": training_command(out, work_dir / STATE_NAME)}
 
     def save(model, step):
         save_refiner_variant(out, model, teacher_path, steps=step, **meta)

@@ -116,6 +116,9 @@ class Distillation:
         self.step_count = plain["step"]
 
 
+STATE_NAME = "distill_state.safetensors"  # in the work folder: what a rerun resumes from
+
+
 def distill_refiner(teacher: Synthesizer, student: Synthesizer, crops: list[Path], settings: dict, out_dir: Path,
                     resume: bool = True, max_minutes: float | None = None, on_checkpoint=None) -> Synthesizer:
     """Train ``student.refiner`` in place to reproduce ``teacher``; state, losses and sample grids go to ``out_dir``."""
@@ -133,6 +136,6 @@ def distill_refiner(teacher: Synthesizer, student: Synthesizer, crops: list[Path
         student.train()
 
     run_steps(training, lambda: training.step(bank.sample(settings["batch"], generator), generator), settings, out_dir,
-              "distill_state.safetensors", "distill", write_samples, resume, max_minutes,
+              STATE_NAME, "distill", write_samples, resume, max_minutes,
               on_checkpoint and (lambda step: on_checkpoint(student, step)))
     return student.eval()

@@ -198,6 +198,9 @@ def sample_grid(synthesizer: Synthesizer, neutral: torch.Tensor) -> np.ndarray:
     return expression_grid(neutral[:4], [synthesizer.coarse_only, synthesizer], len(synthesizer.expressions))
 
 
+STATE_NAME = "training_state.safetensors"  # in the work folder: what a rerun resumes from
+
+
 def train_refiner(
     synthesizer: Synthesizer, rows: list[dict], settings: dict, out_dir: Path, device: str = "cpu",
     resume: bool = True, max_minutes: float | None = None, on_checkpoint=None,
@@ -224,7 +227,7 @@ def train_refiner(
         synthesizer.train()
 
     run_steps(training, lambda: training.step(*bank.sample(settings["batch"], generator)), settings, out_dir,
-              "training_state.safetensors", "refine", write_samples, resume, max_minutes,
+              STATE_NAME, "refine", write_samples, resume, max_minutes,
               on_checkpoint and (lambda step: on_checkpoint(synthesizer, step)), leader=rank == 0)
     if distributed:
         torch.distributed.destroy_process_group()
