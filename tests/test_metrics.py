@@ -193,7 +193,7 @@ def test_the_verdict_says_whether_an_accuracy_gap_could_be_chance():
 def test_fid_through_the_smaller_side_matches_the_full_square_root_and_the_bootstrap_tells_noise_from_a_gap():
     import scipy.linalg
 
-    from training.quality import FrechetReference
+    from training.quality import FrechetReference, paired_gap
 
     rng = np.random.default_rng(0)
     real, outputs = np.abs(rng.normal(0, 1, (60, 128))), np.abs(rng.normal(0.1, 1.1, (20, 128)))
@@ -206,9 +206,10 @@ def test_fid_through_the_smaller_side_matches_the_full_square_root_and_the_boots
 
     # The same outputs with a little noise: the bootstrap cannot tell them apart. Shifted far: always lower.
     close = outputs + rng.normal(0, 0.01, outputs.shape)
-    level = reference.paired_bootstrap(outputs, close, resamples=50)
+    redrawn = reference.redrawn(outputs, resamples=50)
+    level = paired_gap(redrawn, reference.redrawn(close, resamples=50))
     assert 0.1 < level["first_lower"] < 0.9 and level["difference_interval"][0] < 0 < level["difference_interval"][1]
-    assert reference.paired_bootstrap(outputs, outputs + 3.0, resamples=50)["first_lower"] == 1.0
+    assert paired_gap(redrawn, reference.redrawn(outputs + 3.0, resamples=50))["first_lower"] == 1.0
 
 
 def test_qualiclip_runs_only_where_its_weights_are_and_the_report_says_why_not(tmp_path, monkeypatch):

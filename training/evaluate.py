@@ -86,7 +86,7 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
     expression_judge, identity_judge = ExpressionJudge(), IdentityJudge()
     qualiclip = optional_qualiclip()
     if distribution:
-        from training.quality import NIQE, FrechetReference, InceptionFeatures, kernel_inception_distance
+        from training.quality import NIQE, FrechetReference, InceptionFeatures, kernel_inception_distance, paired_gap
 
         inception, niqe = InceptionFeatures(), NIQE()
         real_paths = sorted({t for targets in targets_of.values() for t in targets})
@@ -129,9 +129,10 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
             results[name]["overall"]["qualiclip"] = float(qualiclip(outputs).mean())
     if distribution and FULL in features_of:
         # Is a row's FID gap to the full model more than a redraw of the same photos would move it?
+        full_redrawn = real_reference.redrawn(features_of[FULL])
         for name, features in features_of.items():
             if name != FULL:
-                results[name]["fid_against_full"] = real_reference.paired_bootstrap(features_of[FULL], features)
+                results[name]["fid_against_full"] = paired_gap(full_redrawn, real_reference.redrawn(features))
     summary = {"pairs": len(jobs), "methods": results}
     if isinstance(qualiclip, str):
         summary["qualiclip_unavailable"] = qualiclip

@@ -170,7 +170,8 @@ class FrechetReference:
         self.trace = float(np.trace(self.covariance))
 
     def distance(self, features: np.ndarray) -> float:
-        centred = features - features.mean(0)
+        mean = features.mean(0)
+        centred = features - mean
         scale = max(len(features) - 1, 1)
         if len(features) <= features.shape[1]:
             small = centred @ self.covariance @ centred.T / scale
@@ -179,24 +180,26 @@ class FrechetReference:
             root = scipy.linalg.sqrtm((centred.T @ centred / scale) @ self.covariance)
             root_trace = np.trace(np.real(root[0] if isinstance(root, tuple) else root))
         own_trace = float((centred ** 2).sum() / scale)
-        distance = ((features.mean(0) - self.mean) ** 2).sum() + own_trace + self.trace - 2 * root_trace
+        distance = ((mean - self.mean) ** 2).sum() + own_trace + self.trace - 2 * root_trace
         return float(max(distance, 0.0))
 
-    def paired_bootstrap(self, features: np.ndarray, other: np.ndarray, resamples: int = 200,
-                         seed: int = 0) -> dict:
-        """Two methods' features on the same inputs  # [N, D] each (row i from the same input): how often the first
-        has the lower FID when the inputs are drawn again with replacement (the same draw for both), and the 2.5 and
-        97.5 percentiles of the difference first - second. FID at 78 samples moves by a point between draws of the
-        same photos; this says whether a gap between two rows is larger than that."""
+    def redrawn(self, features: np.ndarray, resamples: int = 200, seed: int = 0) -> np.ndarray:
+        """FID of a method's features  # [N, D] (row i from input i) with its inputs drawn again with replacement,
+        ``resamples`` times  # [resamples]. The same seed draws the same rows for every method of the same N, so two
+        methods' arrays are paired draw by draw (``paired_gap``), and each method is redrawn once however many it is
+        compared with."""
         rng = np.random.default_rng(seed)
-        differences = []
-        for _ in range(resamples):
-            rows = rng.integers(0, len(features), len(features))
-            differences.append(self.distance(features[rows]) - self.distance(other[rows]))
-        differences = np.array(differences)
-        return {"first_lower": float((differences < 0).mean()), "resamples": resamples,
-                "difference_interval": [float(np.percentile(differences, 2.5)),
-                                        float(np.percentile(differences, 97.5))]}
+        return np.array([self.distance(features[rng.integers(0, len(features), len(features))])
+                         for _ in range(resamples)])
+
+
+def paired_gap(first: np.ndarray, second: np.ndarray) -> dict:
+    """Two methods' FIDs on the same redraws of the same inputs (``FrechetReference.redrawn``): how often the first
+    is lower, and the 2.5 and 97.5 percentiles of the difference first - second. FID at 78 samples moves by a point
+    between draws of the same photos; this says whether a gap between two rows is larger than that."""
+    differences = first - second
+    return {"first_lower": float((differences < 0).mean()), "resamples": len(differences),
+            "difference_interval": [float(np.percentile(differences, 2.5)), float(np.percentile(differences, 97.5))]}
 
 
 def kernel_inception_distance(first: np.ndarray, second: np.ndarray) -> float:
