@@ -67,8 +67,8 @@ class VideoFileSource:
 
     @property
     def frame_count(self) -> int:
-        if self.video.frames:
-            return self.video.frames
+        if self.declared_frames:
+            return self.declared_frames
         if self.video.duration and self.video.time_base:
             return int(float(self.video.duration * self.video.time_base) * self.fps)
         return 0
