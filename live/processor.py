@@ -20,8 +20,9 @@ import numpy as np
 from live.smoothing import ChangeSmoother, FadeIn, LastChange, RepeatedFrames
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
-from reggan.backends import synthesize_crops
+from reggan.backends import synthesize_crops, warp_displacements
 from reggan.compositing import FeatheredCompositor
+from reggan.warp import displace
 
 
 class SynthesisStage:
@@ -43,19 +44,32 @@ class SynthesisStage:
                   if name != "neutral" and w > 0]
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
+        moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
+        # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two.
+        together = None if moves is None else [sum(moves)] * len(crops)
         with self.lock:
-            return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks), crops, keeps, bends)
+            return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves), crops, keeps,
+                                   bends, together)
 
-    def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]],
-                    keeps: list[np.ndarray]) -> list[np.ndarray]:
-        """Crops as the networks see them, [(label, intensity)] -> float32 crops with every change added."""
-        base = [crop.astype(np.float32) for crop in crops]
+    def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]], keeps: list[np.ndarray],
+                    moves: list[np.ndarray] | None) -> list[np.ndarray]:
+        """Crops as the networks see them, [(label, intensity)], each one's warp (None: the model has none)
+        -> float32 crops with every change added: the warps added up into one motion of the crop, and the
+        appearance each expression painted over its own warp on top (adding up whole outputs moved each edge
+        twice, half-way each, while expressions cross-faded)."""
         out = synthesize_crops(self.backend, crops * len(active), [label for label, _ in active for _ in crops],
                                [weight for _, weight in active for _ in crops], keeps * len(active))
+        if len(active) == 1:
+            return out
         result = []
-        for index, crop in enumerate(base):
-            change = sum(out[k * len(crops) + index] - crop for k in range(len(active)))
-            result.append(crop + change)
+        for index, crop in enumerate(crops):
+            outputs = [out[k * len(crops) + index] for k in range(len(active))]
+            if moves is None:
+                base = crop.astype(np.float32)
+                result.append(base + sum(output - base for output in outputs))
+            else:
+                painted = sum(output - displace(crop, moved) for output, moved in zip(outputs, moves))
+                result.append(displace(crop, sum(moves)) + painted)
         return result
 
 

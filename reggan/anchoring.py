@@ -27,6 +27,8 @@ import math
 import cv2
 import numpy as np
 
+from reggan.warp import displace
+
 # iBUG 68: the nose 27-35, the eyes' corners 36, 39, 42, 45 and the outer upper lip from corner to corner 48-54. Not
 # the eyelids: they close with every blink and for long stretches of looking down, and on WolfgangLanger_Pexels.mp4
 # (eyes closed half the clip) bending with them flickered 1.139 against 1.112 with the corners alone (the first 90
@@ -131,23 +133,45 @@ class FaceBend:
         """An image in the bent frame (the synthesized change) -> on the face as it is."""
         return cv2.remap(image, *self.to_face, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
+    def warp_on_face(self, crop: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+        """The crop moved as its bent version was moved by ``displacement`` (pixels  # [R, R, 2] in the bent frame,
+        ``reggan.warp.Displacements``), sampled once from the crop's own pixels -> float32."""
+        in_bent_frame = np.dstack(self.to_face)  # where each face pixel lies in the bent frame
+        moved = in_bent_frame + self.unbend(displacement)  # ... and where the warp read it from there
+        on_face = np.dstack(self.to_template)
+        # Where that is on the face, less where the unmoved pixel is: no displacement is then exactly no motion,
+        # though the two maps are each other's inverse only to within 0.8 px.
+        shift = (cv2.remap(on_face, moved[..., 0], moved[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                 - cv2.remap(on_face, *self.to_face, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        return displace(crop, shift)
+
 
 def synthesize_bent(synthesize, crops: list[np.ndarray], keeps: list[np.ndarray],
-                    bends: list[FaceBend | None] | None = None):
+                    bends: list[FaceBend | None] | None = None, displacements: list[np.ndarray | None] | None = None):
     """Run ``synthesize(crops, keeps) -> float crops (0-255)`` on the bent crops and keep masks, and bring each
-    result's change back onto its face. A face without a bend (None, or no bends at all) goes through as it is."""
+    result's change back onto its face. A face without a bend (None, or no bends at all) goes through as it is.
+
+    displacements: for each crop, the expression warp its output holds (pixels  # [R, R, 2] in the bent frame,
+    ``reggan.warp.Displacements``; None: none). The change is then taken apart: the warp is applied to the face's own
+    pixels through the bend, sampled once, and only the appearance the networks added on top of it is bent back.
+    Bending back the whole change, the warp too as differences of pixel values, left the face's fine detail where it
+    was while the warp moved the rest: a ghost of every moved edge (teeth striped like braces on a talking mouth, a
+    second upper lip on a surprised one, a pale line along a jaw)."""
     bends = bends or [None] * len(crops)
+    displacements = displacements or [None] * len(crops)
     bent = [crop if bend is None else bend.bend(crop) for crop, bend in zip(crops, bends)]
     bent_keeps = [keep if bend is None else bend.bend(np.ascontiguousarray(keep, dtype=np.float32))
                   for keep, bend in zip(keeps, bends)]
     outputs = synthesize(bent, bent_keeps)
     results = []
-    for crop, bent_crop, output, bend in zip(crops, bent, outputs, bends):
+    for crop, bent_crop, output, bend, moved in zip(crops, bent, outputs, bends, displacements):
+        output = np.asarray(output, np.float32)
         if bend is None:
-            results.append(np.asarray(output, np.float32))
-            continue
-        change = np.asarray(output, np.float32) - bent_crop.astype(np.float32)
-        results.append(crop.astype(np.float32) + bend.unbend(change))
+            results.append(output)
+        elif moved is None:
+            results.append(crop.astype(np.float32) + bend.unbend(output - bent_crop.astype(np.float32)))
+        else:
+            results.append(bend.warp_on_face(crop, moved) + bend.unbend(output - displace(bent_crop, moved)))
     return results
 
 

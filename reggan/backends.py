@@ -9,6 +9,9 @@ returns float32 [B, 3, R, R]. ``auto`` picks the fastest one present and says wh
                max error 0.91/255)
   onnxruntime  an exported ONNX graph; uses the CUDA / TensorRT providers when the installed build has them
   tensorrt     a TensorRT engine built by ``reggan export tensorrt`` (NVIDIA GPUs)
+
+Each also carries the model's expression warp as numpy (``displacements``), for the callers that move a face's own
+pixels by it (reggan/anchoring.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from reggan.config import PRECISIONS
 from reggan.networks import Synthesizer
 from reggan.onnx_export import INPUT_NAMES
+from reggan.warp import Displacements
 
 
 class BackendUnavailable(RuntimeError):
@@ -128,6 +132,7 @@ class TorchBackend:
         self.model.refiner.to(memory_format=torch.channels_last)
         self.run = CudaGraphs(self.model) if device == "cuda" and cuda_graphs else self.model
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
+        self.displacements = Displacements(synthesizer.warp)
 
     def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
                  keep: np.ndarray | None = None) -> np.ndarray:
@@ -164,6 +169,7 @@ class OnnxRuntimeBackend:
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers)
         self.providers = self.session.get_providers()
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
+        self.displacements = Displacements(synthesizer.warp)
 
     def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
                  keep: np.ndarray | None = None) -> np.ndarray:
@@ -178,6 +184,7 @@ class TensorRTBackend:
 
         self.runner = TensorRTEngineRunner(engine_path)
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
+        self.displacements = Displacements(synthesizer.warp)
 
     def __call__(self, faces: np.ndarray, expression: np.ndarray, intensity: np.ndarray,
                  keep: np.ndarray | None = None) -> np.ndarray:
@@ -194,6 +201,15 @@ def synthesize_crops(backend, crops: list[np.ndarray], labels: list[int], streng
     out = backend(faces, np.asarray(labels, np.int64), np.asarray(strengths, np.float32),
                   np.stack(keeps)[:, None].astype(np.float32))
     return list(out.transpose(0, 2, 3, 1) * 255)
+
+
+def warp_displacements(backend, labels: list[int], strengths: list[float]) -> list[np.ndarray] | None:
+    """What the backend's model warps each face by (``reggan.warp.Displacements``), or None when it has no warp (the
+    competitor) or does not say (a stand-in backend in a test)."""
+    table = getattr(backend, "displacements", None)
+    if table is None or not table.moves:
+        return None
+    return [table(label, strength) for label, strength in zip(labels, strengths)]
 
 
 def time_backend(backend, batch: int = 1, repeats: int = 10) -> dict:

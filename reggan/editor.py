@@ -6,7 +6,7 @@ import numpy as np
 
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, synthesize_bent
-from reggan.backends import synthesize_crops
+from reggan.backends import synthesize_crops, warp_displacements
 from reggan.compositing import FeatheredCompositor
 from reggan.trackers import find_faces
 
@@ -54,7 +54,7 @@ class PhotoEditor:
         labels = [self.label_of(expression)] * len(crops)
         strengths = [float(np.clip(intensity, 0.0, self.max_intensity))] * len(crops)
         out = synthesize_bent(lambda inputs, masks: synthesize_crops(self.backend, inputs, labels, strengths, masks),
-                              crops, keeps, bends)
+                              crops, keeps, bends, warp_displacements(self.backend, labels, strengths))
         return [face.round().clip(0, 255).astype(np.uint8) for face in out]
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,

@@ -11,6 +11,10 @@ The field is scaled by the intensity, so half intensity is half the motion (not 
 
 from __future__ import annotations
 
+import functools
+
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,3 +62,32 @@ class ExpressionWarp(nn.Module):
         pixels = torch.arange(self.resolution, dtype=torch.float32)
         return remap_bicubic(faces.float(), pixels[None, None, :] + displacement[:, 0],
                              pixels[None, :, None] + displacement[:, 1]).to(faces.dtype)
+
+
+class Displacements:
+    """An ``ExpressionWarp``'s fields as numpy on the CPU, for callers that apply the warp themselves (``displace``):
+    what the network moves one face by, for an expression and strength."""
+
+    def __init__(self, warp: ExpressionWarp):
+        self.fields = np.ascontiguousarray(warp.field.detach().float().cpu().numpy().transpose(0, 2, 3, 1))
+        self.moves = bool(np.any(self.fields))  # False: a model without a warp (the competitor)
+
+    def __call__(self, expression: int, strength: float) -> np.ndarray:
+        """Pixels  # [R, R, 2] float32 (dx, dy): output pixel (x, y) reads input (x + dx, y + dy)."""
+        return self.fields[expression] * np.float32(strength)
+
+
+@functools.lru_cache(maxsize=4)
+def pixel_grid(resolution: int) -> np.ndarray:
+    """Each pixel's own (x, y)  # [R, R, 2] float32."""
+    pixels = np.arange(resolution, dtype=np.float32)
+    return np.ascontiguousarray(np.stack(np.meshgrid(pixels, pixels), axis=2))
+
+
+def displace(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+    """An image  # [R, R, C] moved by a displacement field  # [R, R, 2] as ``ExpressionWarp`` moves it (the same
+    bicubic taps, the border repeated) -> float32. Done outside the network, where a caller needs the warp apart
+    from the appearance the network added (reggan/anchoring.py)."""
+    where_from = pixel_grid(image.shape[0]) + displacement
+    return cv2.remap(image.astype(np.float32), where_from[..., 0], where_from[..., 1], cv2.INTER_CUBIC,
+                     borderMode=cv2.BORDER_REPLICATE)

@@ -162,3 +162,38 @@ def test_a_face_far_off_the_template_is_bent_part_of_the_way_and_never_folded():
     assert least_area_ratio(*bend.to_template) >= LEAST_AREA_RATIO
     assert least_area_ratio(*bend.to_face) >= LEAST_AREA_RATIO
     assert FaceBend(face_off_the_template(), template(), SIZE).share == 1.0
+
+
+def sharp_spot_at(point: np.ndarray) -> np.ndarray:
+    """A spot of one pixel's spread  # [R, R, 3] float32: an edge as sharp as a tooth's."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    spot = np.exp(-((xs - point[0]) ** 2 + (ys - point[1]) ** 2) / 2.0) * 255.0
+    return np.repeat(spot[..., None], 3, axis=2).astype(np.float32)
+
+
+def test_the_networks_warp_moves_this_faces_own_pixels_and_leaves_no_ghost():
+    """The networks warp the bent face (the smile pulls the mouth corner out); through the bend that motion must
+    move the face's own pixels, sampled once. Bending back the warp as a difference of pixel values left the sharp
+    detail where it was (teeth striped like braces on a talking mouth)."""
+    from reggan.warp import displace
+
+    face = face_off_the_template()
+    crop = sharp_spot_at(face[MOUTH_CORNER])
+    moved = np.zeros((SIZE, SIZE, 2), np.float32)
+    moved[..., 0] = -8.0  # every output pixel reads the input 8 px to its left: the picture moves 8 px right
+    result = synthesize_bent(lambda inputs, masks: [displace(face, moved) for face in inputs], [crop],
+                             [np.zeros((SIZE, SIZE), np.float32)], [FaceBend(face, template(), SIZE)], [moved])[0]
+    x, y = np.round(face[MOUTH_CORNER]).astype(int)
+    assert np.abs(result[y - 2 : y + 3, x - 2 : x + 3]).max() < 2.0  # nothing left where the spot was
+    assert result.max() > 0.85 * 255  # and not blurred on the way (bent and bent back: 0.70)
+    shift = centre_of(result.clip(0)) - face[MOUTH_CORNER]
+    assert 6.5 < shift[0] < 8.5 and abs(shift[1]) < 1.0  # moved with the bend's local stretch
+
+
+def test_no_warp_and_no_paint_through_the_bend_give_the_crop_itself():
+    image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    still = np.zeros((SIZE, SIZE, 2), np.float32)
+    result = synthesize_bent(lambda inputs, masks: [np.asarray(face, np.float32) for face in inputs], [image],
+                             [np.zeros((SIZE, SIZE), np.float32)], [FaceBend(face_off_the_template(), template(), SIZE)],
+                             [still])[0]
+    assert np.abs(result - image).max() < 1e-3

@@ -430,18 +430,22 @@ def test_preview_without_a_display_is_a_clear_error_not_an_abort(monkeypatch):
 
 
 def test_video_onnxruntime_backend_matches_torch(feat_media, tmp_path):
+    import cv2
+
     outputs = {}
     for backend in ("torch", "onnxruntime"):
-        out = tmp_path / f"{backend}.mp4"
+        out = tmp_path / backend
         # FP32 on both sides: torch's auto precision is bfloat16 on CPUs with it in hardware, tested on its own in
-        # test_export.
+        # test_export. PNG frames, not H.264: a grey level rounded the other way on a few pixels changes the
+        # encoder's choices for a whole block, and the comparison would measure the encoder.
         result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(out), "--expression", "happy",
-                        "--backend", backend, "--precision", "fp32")
+                        "--backend", backend, "--precision", "fp32", "--image-sequence")
         assert result.returncode == 0, result.stderr
-        outputs[backend] = decode(out)
-    assert len(outputs["torch"]) == len(outputs["onnxruntime"])
-    worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["torch"], outputs["onnxruntime"]))
-    assert worst < 0.5  # grey levels, after H.264 encoding of both
+        outputs[backend] = [cv2.imread(str(path)).astype(int) for path in sorted(out.glob("*.png"))]
+    assert len(outputs["torch"]) == len(outputs["onnxruntime"]) > 60
+    differences = [np.abs(a - b) for a, b in zip(outputs["torch"], outputs["onnxruntime"])]
+    assert max(d.max() for d in differences) <= 2  # grey levels: rounding, nothing more
+    assert max(d.mean() for d in differences) < 0.01
 
 
 def test_live_loop_keeps_the_newest_frame_and_stops_when_the_source_ends(astronaut):

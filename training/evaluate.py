@@ -26,6 +26,7 @@ from tqdm import tqdm
 from reggan.anchoring import FaceBend, synthesize_bent
 from reggan.images import read_rgb
 from reggan.networks import Synthesizer
+from reggan.warp import Displacements
 from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudge, IdentityJudge, template_face_box
 
 
@@ -49,7 +50,10 @@ def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressi
                 out = run(faces, labels, torch.ones(len(inputs)), keep)
         return list(out.permute(0, 2, 3, 1).numpy() * 255)
 
-    return [out.round().clip(0, 255).astype(np.uint8) for out in synthesize_bent(synthesize, crops, keeps, bends)]
+    table = Displacements(synthesizer.warp)
+    moves = [table(int(label), 1.0) for label in labels] if table.moves else None
+    return [out.round().clip(0, 255).astype(np.uint8)
+            for out in synthesize_bent(synthesize, crops, keeps, bends, moves)]
 
 
 FULL = "RegGAN (full)"  # the method every other row is compared with (``verdict``)
