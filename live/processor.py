@@ -9,6 +9,7 @@ tested on one frame. The loop owns the concurrency.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -45,8 +46,9 @@ class SynthesisStage:
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
         moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
-        # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two.
-        together = None if moves is None else [sum(moves)] * len(crops)
+        # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two (one
+        # expression: its own array, which the bend keeps what it derived from).
+        together = None if moves is None else [functools.reduce(np.add, moves)] * len(crops)
         with self.lock:
             return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves), crops, keeps,
                                    bends, together)

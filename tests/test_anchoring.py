@@ -197,3 +197,20 @@ def test_no_warp_and_no_paint_through_the_bend_give_the_crop_itself():
                              [np.zeros((SIZE, SIZE), np.float32)], [FaceBend(face_off_the_template(), template(), SIZE)],
                              [still])[0]
     assert np.abs(result - image).max() < 1e-3
+
+
+def test_a_steady_expression_reuses_the_shift_the_bend_derived_from_it():
+    """On video the bend and the expression stay the same for many frames: the shift on the face is derived once."""
+    import torch
+
+    from reggan.warp import Displacements, ExpressionWarp
+
+    warp = ExpressionWarp(2, SIZE)
+    warp.field[1, 0] = 3.0
+    table = Displacements(warp)
+    assert table(1, 0.5) is table(1, 0.5) and not table(1, 0.5).flags.writeable
+    bend = FaceBend(face_off_the_template(), template(), SIZE)
+    shift = bend.shift_on_face(table(1, 0.5))
+    assert bend.shift_on_face(table(1, 0.5)) is shift
+    assert bend.shift_on_face(table(1, 1.0)) is not shift
+    assert torch.count_nonzero(warp.field) > 0
