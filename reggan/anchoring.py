@@ -6,11 +6,13 @@ fields are local and fixed to template pixels, so it paints the template's mouth
 d3.mp4 (a face looking down at notes) a happy face got its teeth painted as a grey smear across the upper lip and
 philtrum. Bending the crop with a thin-plate spline that takes the face's nose, eye corners and upper lip onto the
 template's before the networks see it (``ANCHORS``), and bending their change back by the inverse, paints the change
-where this face has its features. The face's own pixels are never bent: the networks' warp is carried through the
-bend as a motion of them, sampled once, and only the appearance the networks paint on top is bent back, so a face
-already on the template comes out as before. On the held-out people (78 pairs, full model) the judge's accuracy went from 0.526
+where this face has its features. On the held-out people (78 pairs, full model) the judge's accuracy went from 0.526
 to 0.667, the identity distance from 0.290 to 0.253 and NIQE from 9.04 to 7.82; FID 39.1 -> 39.3 (docs/results.md
 has the current numbers).
+
+The face's own pixels are never bent: the networks' warp is carried through the bend as a motion of them, sampled
+once, and only the appearance the networks paint on top of it is bent back (``synthesize_bent``), so a face already
+on the template comes out as before.
 
 The lower lip and jaw are left free: when someone talks they move by more than any face differs from the template,
 and pinning them would squash an open mouth shut. On video the bend follows the face's slow geometry only (its shape,

@@ -193,9 +193,9 @@ def test_the_networks_warp_moves_this_faces_own_pixels_and_leaves_no_ghost():
 def test_no_warp_and_no_paint_through_the_bend_give_the_crop_itself():
     image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
     still = np.zeros((SIZE, SIZE, 2), np.float32)
+    bend = FaceBend(face_off_the_template(), template(), SIZE)
     result = synthesize_bent(lambda inputs, masks: [np.asarray(face, np.float32) for face in inputs], [image],
-                             [np.zeros((SIZE, SIZE), np.float32)], [FaceBend(face_off_the_template(), template(), SIZE)],
-                             [still])[0]
+                             [np.zeros((SIZE, SIZE), np.float32)], [bend], [still])[0]
     assert np.abs(result - image).max() < 1e-3
 
 
