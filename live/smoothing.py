@@ -26,6 +26,8 @@ import math
 import cv2
 import numpy as np
 
+from reggan.warp import pixel_grid
+
 
 class ChangeSmoother:
     """Per track: the change (synthesized crop minus crop), moved along the crop's optical flow and averaged with a
@@ -46,7 +48,6 @@ class ChangeSmoother:
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.flow.setFinestScale(1)
         self.state: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (change, grey crop, time)
-        self.grid = None  # each pixel's own (x, y)  # [R, R, 2]: where it samples from when nothing moved
 
     def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float, fresh: bool,
                  keep: np.ndarray | None = None, steady: bool = True) -> np.ndarray:
@@ -89,9 +90,7 @@ class ChangeSmoother:
         if timestamp <= old_time or cv2.absdiff(grey, old_grey).mean() > self.cut_threshold:
             return None
         flow = self.flow.calc(grey, old_grey, None)  # current -> previous: where each pixel came from
-        if self.grid is None or self.grid.shape[:2] != grey.shape:
-            self.grid = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float32) for n in grey.shape[::-1])), axis=2)
-        where_from = self.grid + flow
+        where_from = pixel_grid(*grey.shape) + flow
         carried, carried_grey = (cv2.remap(image, where_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                                  for image in (old_change, old_grey))
         mismatch = cv2.GaussianBlur(cv2.absdiff(carried_grey, grey).astype(np.float32), (0, 0), 2)

@@ -83,16 +83,18 @@ class Displacements:
 
 
 @functools.lru_cache(maxsize=4)
-def pixel_grid(resolution: int) -> np.ndarray:
-    """Each pixel's own (x, y)  # [R, R, 2] float32."""
-    pixels = np.arange(resolution, dtype=np.float32)
-    return np.ascontiguousarray(np.stack(np.meshgrid(pixels, pixels), axis=2))
+def pixel_grid(height: int, width: int) -> np.ndarray:
+    """Each pixel's own (x, y)  # [H, W, 2] float32: where a remap reads it from when nothing moves. Shared, so
+    read-only."""
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)), axis=2)
+    grid.flags.writeable = False
+    return grid
 
 
 def displace(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """An image  # [R, R, C] moved by a displacement field  # [R, R, 2] as ``ExpressionWarp`` moves it (the same
     bicubic taps, the border repeated) -> float32. Done outside the network, where a caller needs the warp apart
     from the appearance the network added (reggan/anchoring.py)."""
-    where_from = pixel_grid(image.shape[0]) + displacement
+    where_from = pixel_grid(*image.shape[:2]) + displacement
     return cv2.remap(image.astype(np.float32), where_from[..., 0], where_from[..., 1], cv2.INTER_CUBIC,
                      borderMode=cv2.BORDER_REPLICATE)
