@@ -48,15 +48,15 @@ class SynthesisStage:
         moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
         # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two (one
         # expression: its own array, which the bend keeps what it derived from).
-        together = None if moves is None else [functools.reduce(np.add, moves)] * len(crops)
+        motion = None if moves is None else functools.reduce(np.add, moves)
         with self.lock:
-            return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves), crops, keeps,
-                                   bends, together)
+            return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves, motion),
+                                   crops, keeps, bends, None if motion is None else [motion] * len(crops))
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]], keeps: list[np.ndarray],
-                    moves: list[np.ndarray] | None) -> list[np.ndarray]:
-        """Crops as the networks see them, [(label, intensity)], each one's warp (None: the model has none)
-        -> float32 crops with every change added: the warps added up into one motion of the crop, and the
+                    moves: list[np.ndarray] | None, motion: np.ndarray | None) -> list[np.ndarray]:
+        """Crops as the networks see them, [(label, intensity)], each one's warp and all of them added up (None: the
+        model has none) -> float32 crops with every change added: the crop moved by that one motion, and the
         appearance each expression painted over its own warp on top (adding up whole outputs moved each edge
         twice, half-way each, while expressions cross-faded)."""
         out = synthesize_crops(self.backend, crops * len(active), [label for label, _ in active for _ in crops],
@@ -71,7 +71,7 @@ class SynthesisStage:
                 result.append(base + sum(output - base for output in outputs))
             else:
                 painted = sum(output - displace(crop, moved) for output, moved in zip(outputs, moves))
-                result.append(displace(crop, sum(moves)) + painted)
+                result.append(displace(crop, motion) + painted)
         return result
 
 

@@ -214,3 +214,29 @@ def test_a_steady_expression_reuses_the_shift_the_bend_derived_from_it():
     assert bend.shift_on_face(table(1, 0.5)) is shift
     assert bend.shift_on_face(table(1, 1.0)) is not shift
     assert torch.count_nonzero(warp.field) > 0
+
+
+def test_a_cross_fade_moves_the_face_once_by_both_warps_together():
+    """Halfway from one expression to another the face moves by half of each warp, as one motion: adding up the two
+    moved faces' changes instead gave every edge two half-strength copies."""
+    import torch
+
+    from live.processor import SynthesisStage
+    from reggan.warp import Displacements, ExpressionWarp, displace
+
+    warp = ExpressionWarp(2, 32)
+    warp.field[1, 0], warp.field[2, 0] = -6.0, -2.0  # happy reads 6 px to the left, sad 2 px
+
+    class WarpOnlyBackend:
+        expressions, resolution, displacements = ["neutral", "happy", "sad"], 32, Displacements(warp)
+
+        def __call__(self, faces, labels, strengths, keep):
+            with torch.no_grad():
+                return warp(torch.from_numpy(faces), torch.from_numpy(labels), torch.from_numpy(strengths)).numpy()
+
+    crop = np.zeros((32, 32, 3), np.uint8)
+    crop[:, 12:] = 200  # a vertical edge
+    result = SynthesisStage(WarpOnlyBackend())([crop], [("happy", 0.5), ("sad", 0.5)], [np.zeros((32, 32), np.float32)])
+    expected = displace(crop, Displacements(warp)(1, 0.5) + Displacements(warp)(2, 0.5))  # 4 px to the right
+    assert np.abs(result[0] - expected).max() < 1e-3
+    assert np.abs(result[0][:, 14] - 0.0).max() < 1.0 and np.abs(result[0][:, 17] - 200.0).max() < 1.0
