@@ -71,12 +71,16 @@ class Displacements:
     def __init__(self, warp: ExpressionWarp):
         self.fields = np.ascontiguousarray(warp.field.detach().float().cpu().numpy().transpose(0, 2, 3, 1))
         self.moves = bool(np.any(self.fields))  # False: a model without a warp (the competitor)
+        # A cache per table: one on the method would be shared by every table and keep each one alive.
+        self._scaled = functools.lru_cache(maxsize=16)(self._scale)
 
-    @functools.lru_cache(maxsize=16)
     def __call__(self, expression: int, strength: float) -> np.ndarray:
         """Pixels  # [R, R, 2] float32 (dx, dy): output pixel (x, y) reads input (x + dx, y + dy). The same
         (read-only) array for the same arguments, so a caller may keep what it derived from it
         (``FaceBend.shift_on_face``)."""
+        return self._scaled(int(expression), float(strength))
+
+    def _scale(self, expression: int, strength: float) -> np.ndarray:
         field = self.fields[expression] * np.float32(strength)
         field.flags.writeable = False
         return field

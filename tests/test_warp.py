@@ -90,3 +90,29 @@ def test_checkpoint_from_before_the_warp_loads_as_no_warp(tmp_path):
     faces, labels = torch.rand(2, 3, 32, 32), torch.tensor([1, 1])
     with torch.no_grad():
         assert torch.equal(loaded(faces, labels, torch.ones(2)), model(faces, labels, torch.ones(2)))
+
+
+def test_the_warp_outside_the_network_is_the_networks_own():
+    """reggan/anchoring.py tells the appearance the networks painted from their warp by warping the face again with
+    ``displace``: the two must agree, on the CPU path and on the traced one (grid_sample, what ONNX exports)."""
+    from reggan.warp import Displacements, displace
+
+    warp = ExpressionWarp(2, 32)
+    warp.field[1] = torch.from_numpy(np.random.default_rng(0).normal(0, 2, (2, 32, 32)).astype(np.float32))
+    faces = torch.rand(1, 3, 32, 32)
+    ours = displace(faces[0].permute(1, 2, 0).numpy(), Displacements(warp)(1, 0.7))
+    eager = warp(faces, torch.tensor([1]), torch.tensor([0.7]))[0].permute(1, 2, 0).numpy()
+    with torch.enable_grad():  # the OpenCV shortcut is for inference only: this takes the grid_sample path
+        traced = warp(faces.requires_grad_(), torch.tensor([1]), torch.tensor([0.7]))
+    traced = traced[0].permute(1, 2, 0).detach().numpy()
+    assert np.abs(ours - eager).max() < 1e-5
+    assert np.abs(ours - traced).max() < 1e-4
+
+
+def test_each_displacement_table_keeps_its_own_scaled_fields():
+    from reggan.warp import Displacements
+
+    first, second = Displacements(uniform_warp(8, 1.0)), Displacements(uniform_warp(8, 2.0))
+    assert first(1, 0.5) is first(1, 0.5) and not first(1, 0.5).flags.writeable
+    assert first(1, 0.5)[0, 0, 0] == 0.5 and second(1, 0.5)[0, 0, 0] == 1.0
+    assert not Displacements(ExpressionWarp(1, 8)).moves

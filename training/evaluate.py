@@ -30,10 +30,11 @@ from reggan.warp import Displacements
 from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudge, IdentityJudge, template_face_box
 
 
-def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressions: list[str],
+def synthesize_batch(synthesizer: Synthesizer, table: Displacements, crops: list[np.ndarray], expressions: list[str],
                      keeps: list[np.ndarray], bends: list[FaceBend | None], stage="full"):
     """Aligned uint8 crops + expression names + keep masks and bends (reggan/keep.py, reggan/anchoring.py; as the
-    tool makes them) -> synthesized uint8 crops (intensity 1).
+    tool makes them) -> synthesized uint8 crops (intensity 1). ``table``: the synthesizer's warp as numpy, made once
+    per model.
 
     stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).
     """
@@ -50,7 +51,6 @@ def synthesize_batch(synthesizer: Synthesizer, crops: list[np.ndarray], expressi
                 out = run(faces, labels, torch.ones(len(inputs)), keep)
         return list(out.permute(0, 2, 3, 1).numpy() * 255)
 
-    table = Displacements(synthesizer.warp)
     moves = [table(int(label), 1.0) for label in labels] if table.moves else None
     return [out.round().clip(0, 255).astype(np.uint8)
             for out in synthesize_bent(synthesize, crops, keeps, bends, moves)]
@@ -64,12 +64,13 @@ def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = No
     """Method name -> function(crops, expressions, keeps, bends) -> crops. The warp-only row is there when the model
     has a warp; ``extra`` rows (the lite refiner, --baseline checkpoints) follow the full model."""
     methods = {"copy-the-input": lambda crops, expressions, keeps, bends: list(crops)}
-    if torch.count_nonzero(reggan.warp.field):
-        methods["warp only"] = partial(synthesize_batch, reggan, stage="warp")
-    methods |= {"regression only": partial(synthesize_batch, reggan, stage="regression"),
-                FULL: partial(synthesize_batch, reggan)}
+    table = Displacements(reggan.warp)
+    if table.moves:
+        methods["warp only"] = partial(synthesize_batch, reggan, table, stage="warp")
+    methods |= {"regression only": partial(synthesize_batch, reggan, table, stage="regression"),
+                FULL: partial(synthesize_batch, reggan, table)}
     for name, model in (extra or {}).items():
-        methods[name] = partial(synthesize_batch, model)
+        methods[name] = partial(synthesize_batch, model, Displacements(model.warp))
     return methods
 
 
