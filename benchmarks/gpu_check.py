@@ -11,6 +11,13 @@ zero) and says so, so the other stages are still measured.
 
 Writes OUT_DIR/refiner.safetensors (the trained refiner, every checkpoint), OUT_DIR/samples.png,
 OUT_DIR/gpu_check.json and prints a table.
+
+A lent GPU comes for minutes, and a script broken by a change elsewhere would waste them. ``--device cpu`` runs
+every stage here, small (a few steps, few frames, FP32 timings without CUDA graphs): a dry run that says nothing
+about speed, only that the run on the GPU will get to its end (tests/test_gpu_check.py does it for CI).
+
+    python benchmarks/gpu_check.py --regression reggan/models/default.safetensors --prepared cache/prepared \
+        --out /tmp/dry --device cpu --steps 2 --batch 2 --frames 12 --baseline-minutes 0
 """
 
 from __future__ import annotations
@@ -41,13 +48,18 @@ def save_generator(model, path: Path, **metadata) -> None:
     save_file(tensors, str(path), metadata={key: str(value) for key, value in metadata.items()})
 
 
-def timed(function, repeats: int) -> float:
-    """Median milliseconds of ``function`` on the GPU, after warm-up."""
-    for _ in range(5):
+def timed(function, repeats: int, cuda: bool = True) -> float:
+    """Median milliseconds of ``function`` after warm-up: CUDA events on the GPU, the wall clock on a CPU."""
+    for _ in range(min(repeats, 5)):
         function()
-    torch.cuda.synchronize()
     samples = []
     for _ in range(repeats):
+        if not cuda:
+            begin = time.perf_counter()
+            function()
+            samples.append((time.perf_counter() - begin) * 1000)
+            continue
+        torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         function()
@@ -58,18 +70,24 @@ def timed(function, repeats: int) -> float:
 
 
 def benchmark(synthesizer, faces: torch.Tensor) -> dict:
+    """Eager and CUDA-graph latency per precision and batch; on a CPU (the dry run) FP32 eager only, batch 1 and 2."""
     results = {}
     count = len(synthesizer.expressions) - 1
-    for precision in ("fp32", "fp16"):
+    on_gpu = faces.device.type == "cuda"
+    for precision in ("fp32", "fp16") if on_gpu else ("fp32",):
         model = synthesizer.half() if precision == "fp16" else synthesizer.float()
         model.refiner.to(memory_format=torch.channels_last)  # the regression weights are rank 5: left as they are
-        for batch in (1, 8, 32):
+        for batch in (1, 8, 32) if on_gpu else (1, 2):
             x = faces[:batch].to(torch.float16 if precision == "fp16" else torch.float32)
             x = x.contiguous(memory_format=torch.channels_last)
             expression = torch.arange(batch, device=x.device) % count + 1
             intensity = torch.ones(batch, device=x.device, dtype=x.dtype)
             with torch.inference_mode():
-                eager = timed(lambda: model(x, expression, intensity), 50)
+                eager = timed(lambda: model(x, expression, intensity), 50 if on_gpu else 3, on_gpu)
+                if not on_gpu:
+                    results[f"{precision}_b{batch}"] = {"eager_ms": eager, "cuda_graph_ms": None,
+                                                        "ms_per_face_graph": None}
+                    continue
                 graph = torch.cuda.CUDAGraph()
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
@@ -188,14 +206,16 @@ def end_to_end(synthesizer, still, frames: int = 300, device: str = "cuda", use_
 
 def backend_check(synthesizer, faces: torch.Tensor) -> dict:
     """The shipped torch backend on CUDA (FP16, CUDA graphs) against its eager path: parity and latency with the
-    numpy copies in and out that the frame loop pays."""
+    numpy copies in and out that the frame loop pays. On a CPU (the dry run) the FP32 backend against itself."""
     from reggan.backends import TorchBackend
 
     count = len(synthesizer.expressions) - 1
-    graphed = TorchBackend(synthesizer, "cuda", "fp16", cuda_graphs=True)
-    eager = TorchBackend(synthesizer, "cuda", "fp16", cuda_graphs=False)
+    device, on_gpu = faces.device.type, faces.device.type == "cuda"
+    precision = "fp16" if on_gpu else "fp32"
+    graphed = TorchBackend(synthesizer, device, precision, cuda_graphs=True)
+    eager = TorchBackend(synthesizer, device, precision, cuda_graphs=False)
     results = {}
-    for batch in (1, 32):
+    for batch in (1, 32) if on_gpu else (1,):
         x = faces[:batch].float().cpu().numpy()
         expression = (torch.arange(batch) % count + 1).numpy()
         intensity = torch.ones(batch).numpy()
@@ -205,7 +225,7 @@ def backend_check(synthesizer, faces: torch.Tensor) -> dict:
             for _ in range(5):
                 backend(x, expression, intensity)
             samples = []
-            for _ in range(50):
+            for _ in range(50 if on_gpu else 3):
                 begin = time.perf_counter()
                 backend(x, expression, intensity)
                 samples.append((time.perf_counter() - begin) * 1000)
@@ -228,6 +248,9 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true", help="train and stop (no parity or timing checks)")
     parser.add_argument("--refiner", help="benchmark this trained refiner instead of training one")
     parser.add_argument("--baseline-minutes", type=float, default=2.0, help="StarGAN-style competitor; 0 skips")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu: a dry run of every stage, to check the script before a GPU is spent on it")
+    parser.add_argument("--frames", type=int, default=300, help="length of the end-to-end clip")
     parser.add_argument("--decoder", choices=["resize", "transpose"],
                         help="the refiner's upsampling (default: [refine].decoder; transpose to benchmark an old "
                              "--refiner)")
@@ -237,7 +260,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    card = torch.cuda.get_device_name(0)
+    device = args.device
+    card = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.processor() or 'CPU'} (dry run)"
     print(f"card: {card}; torch {torch.__version__}; python {platform.python_version()}", flush=True)
 
     settings = dict(load_config()["refine"])
@@ -248,10 +272,14 @@ def main() -> None:
     decoder = args.decoder or settings["decoder"]  # one source for the run: --set decoder=... counts too
     # Trained as it will be composed: the refiner's change kept finer than [refine].detail_scale only.
     synthesizer = on_stage1(load_synthesizer(args.regression), decoder=decoder,
-                            detail_scale=settings.get("detail_scale", 0)).cuda().train()
+                            detail_scale=settings.get("detail_scale", 0)).to(device).train()
     work = Path(tempfile.mkdtemp(prefix="refine_"))  # its own folder: two trainings may share the GPU
 
+    steps_done = 0
+
     def keep_refiner(model, step):
+        nonlocal steps_done
+        steps_done = step
         save_generator(model, out / "refiner.safetensors", step=step, card=card, decoder=decoder,
                        detail_scale=model.detail_scale)
         if step % args.snapshot_every == 0:  # earlier steps kept too: longer adversarial training is not always better
@@ -264,25 +292,23 @@ def main() -> None:
 
         synthesizer.refiner.load_state_dict(load_file(args.refiner))
         args.train_minutes = args.baseline_minutes = 0
-    steps_done = 0
     if args.train_minutes > 0:
-        train_refiner(synthesizer, rows, settings, work, "cuda", resume=False, max_minutes=args.train_minutes,
+        train_refiner(synthesizer, rows, settings, work, device, resume=False, max_minutes=args.train_minutes,
                       on_checkpoint=keep_refiner)
         samples = sorted(work.glob("samples_*.png"))
         if samples:
             shutil.copy(samples[-1], out / "samples.png")
         shutil.copy(work / "losses.jsonl", out / "losses.jsonl")
-        steps_done = sum(1 for _ in open(work / "losses.jsonl")) * 50
     train_seconds = time.perf_counter() - started
 
     if args.baseline_minutes > 0:
-        baseline = Synthesizer(synthesizer.expressions[1:], synthesizer.resolution, generator="stargan").cuda().train()
+        baseline = Synthesizer(synthesizer.expressions[1:], synthesizer.resolution, generator="stargan").to(device).train()
 
         def keep_baseline(model, step):
             save_generator(model, out / "stargan.safetensors", step=step, card=card)
 
         baseline_work = Path(tempfile.mkdtemp(prefix="stargan_"))
-        train_refiner(baseline, rows, settings, baseline_work, "cuda", resume=False,
+        train_refiner(baseline, rows, settings, baseline_work, device, resume=False,
                       max_minutes=args.baseline_minutes, on_checkpoint=keep_baseline)
         shutil.copy(baseline_work / "losses.jsonl", out / "stargan_losses.jsonl")
 
@@ -291,14 +317,14 @@ def main() -> None:
         return
     eval_rows = read_manifest(args.prepared, "eval")
     photos = sorted({str(r["neutral"]) for r in eval_rows})[:32]
-    faces = torch.stack([torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for p in photos]).float().cuda() / 255
+    faces = torch.stack([torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for p in photos]).float().to(device) / 255
     while len(faces) < 32:
         faces = torch.cat([faces, faces])[:32]
     synthesizer.eval()
     report = {
         "card": card, "torch": torch.__version__,
         "training": {"seconds": train_seconds, "steps_logged": steps_done, "batch": args.batch},
-        "parity_fp16_vs_fp32": parity(synthesizer, faces),
+        "parity_fp16_vs_fp32": parity(synthesizer, faces if device == "cuda" else faces[:2]),
     }
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     try:
@@ -308,7 +334,8 @@ def main() -> None:
         report["throughput"] = {}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     for name, check in (("backend", lambda: backend_check(synthesizer, faces)),
-                        ("end_to_end_720p", lambda: end_to_end(synthesizer, read_rgb(photos[0])))):
+                        ("end_to_end_720p", lambda: end_to_end(synthesizer, read_rgb(photos[0]), args.frames,
+                                                               device))):
         try:
             report[name] = check()
         except Exception as error:  # noqa: BLE001 - one failed check must not lose the others' numbers
@@ -323,9 +350,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for key, row in report["throughput"].items():
         precision, batch = key.split("_b")
-        print(f"| {precision} | {batch} | {row['eager_ms']:.2f} | {row['cuda_graph_ms']:.2f} | "
-              f"{row['ms_per_face_graph']:.3f} |")
-    print("torch backend (FP16, numpy in/out):", json.dumps(report["backend"]))
+        graph = "-" if row["cuda_graph_ms"] is None else f"{row['cuda_graph_ms']:.2f}"
+        per_face = "-" if row["ms_per_face_graph"] is None else f"{row['ms_per_face_graph']:.3f}"
+        print(f"| {precision} | {batch} | {row['eager_ms']:.2f} | {graph} | {per_face} |")
+    print(f"torch backend ({'FP16' if device == 'cuda' else 'FP32'}, numpy in/out):", json.dumps(report["backend"]))
     print("end to end, 1280x720:", json.dumps(report["end_to_end_720p"]))
 
 

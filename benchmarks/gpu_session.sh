@@ -5,6 +5,9 @@
 # 2. benchmarks/gpu_check.py: a refiner trained on the bundled model's warp + regression layer (needs the
 #    prepared data in cache/prepared, from `reggan prepare`), FP16 parity, throughput, the torch backend and
 #    end-to-end 720p. Results land in OUT_DIR; copy the numbers into docs/benchmarks.md with the card named.
+# Before spending the GPU on it, the same check runs as a dry run on any CPU (tests/test_gpu_check.py does in CI):
+#   python benchmarks/gpu_check.py --regression reggan/models/default.safetensors --prepared cache/prepared \
+#       --out /tmp/dry --device cpu --steps 2 --batch 2 --frames 12 --baseline-minutes 0
 set -u
 out=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR [TRAIN_MINUTES]}
 minutes=${2:-6}
