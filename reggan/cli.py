@@ -28,6 +28,8 @@ EXAMPLES = {
   reggan train regression                          # stage 1: closed-form ridge fit + 2 robust refits, minutes
   reggan train refine --device cuda                # stage 2: adversarial refiner (resumes if interrupted)
   reggan train refine --steps 200 --batch 4        # a short CPU run
+  reggan train refine --regression reggan/models/default.safetensors --init-refiner OUT/refiner.safetensors \
+      --steps 0 --out cache/gpu.safetensors          # a refiner trained by benchmarks/gpu_check.py, as a checkpoint
   reggan train distill                             # a width-16 refiner reproducing the bundled one, for CPUs
   torchrun --nproc-per-node 4 -m reggan.cli train refine --device cuda   # several GPUs (DDP)""",
     "edit": """examples:
@@ -140,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="[refine].detail_scale: the refiner may change only detail finer than this (pixels; 0: all)")
     train.add_argument("--decoder", choices=["resize", "transpose"],
                        help="[refine].decoder: the refiner's upsampling (transpose: to fine-tune the bundled refiner)")
-    train.add_argument("--init-refiner", help="start stage 2 from these refiner weights (a checkpoint or refiner file)")
+    train.add_argument("--init-refiner", help="start stage 2 from these refiner weights (a checkpoint or refiner file); "
+                                              "with --steps 0, only compose them with --regression into --out")
     train.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long; rerun to resume")
 
     edit = command("edit", "change the expression of the faces in a photo")

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
+import torch
 from safetensors.torch import load_file
 
 from reggan.alignment import Aligner
@@ -41,15 +43,22 @@ def prepared_folder(folder: Path, astronaut, landmarks) -> Path:
     return folder
 
 
-def test_the_gpu_check_runs_to_its_end_on_the_cpu(tmp_path, astronaut, astronaut_landmarks):
-    prepared = prepared_folder(tmp_path / "prepared", astronaut, astronaut_landmarks)
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory, astronaut, astronaut_landmarks):
+    folder = tmp_path_factory.mktemp("gpu_check")
+    prepared = prepared_folder(folder / "prepared", astronaut, astronaut_landmarks)
+    out = folder / "out"
     command = [sys.executable, "benchmarks/gpu_check.py", "--regression", "reggan/models/default.safetensors",
                "--prepared", str(prepared), "--out", str(out), "--device", "cpu", "--steps", "1", "--batch", "2",
                "--frames", "4", "--baseline-minutes", "0"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_the_gpu_check_runs_to_its_end_on_the_cpu(dry_run):
+    out, printed = dry_run
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["training"]["steps_logged"] == 1
     assert report["parity_fp16_vs_fp32"]["max_abs_levels"] < 2.0  # FP16 within two grey levels of FP32
@@ -58,6 +67,26 @@ def test_the_gpu_check_runs_to_its_end_on_the_cpu(tmp_path, astronaut, astronaut
     end_to_end = report["end_to_end_720p"]
     assert "failed" not in end_to_end and end_to_end["frames"] == 4 and end_to_end["tracker"] == "dlib"
     assert "synthesize" in end_to_end["ms_per_stage"]  # the face was found and changed, not passed through
+    assert "GPU check on" in printed
+
+
+def test_its_refiner_becomes_a_checkpoint_without_training(dry_run, tmp_path):
+    from reggan.checkpoint import load_synthesizer, read_metadata
+
+    out, _ = dry_run
+    composed = tmp_path / "gpu.safetensors"
+    command = [sys.executable, "-m", "reggan.cli", "train", "refine", "--regression",
+               "reggan/models/default.safetensors", "--init-refiner", str(out / "refiner.safetensors"), "--steps", "0",
+               "--out", str(composed), "--prepared", str(tmp_path / "absent")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, base = load_synthesizer(composed), load_synthesizer(ROOT / "reggan/models/default.safetensors")
     trained = load_file(str(out / "refiner.safetensors"))
-    assert trained and all(value.dtype.is_floating_point for value in trained.values())
-    assert "GPU check on" in result.stdout
+    for name, value in model.refiner.state_dict().items():  # the GPU's refiner (stored in FP16)
+        assert torch.allclose(value.float(), trained[name].float(), atol=1e-2, rtol=1e-3), name
+    assert torch.equal(model.warp.field, base.warp.field)  # on the stage-1 checkpoint given
+    assert torch.equal(model.regression.weight, base.regression.weight)
+    metadata = read_metadata(composed)
+    assert metadata["steps"] == 0 and metadata["refiner_from"].endswith("refiner.safetensors")
+    assert metadata["stages"].count("refine") == 1

@@ -85,9 +85,16 @@ def run_train(args, config):
                             f"{str(error).splitlines()[0]}") from error
     out = resolve_path(args.out or config["model"]["checkpoint"])
     work_dir = resolve_path(args.work_dir or "cache/refine")
-    meta = {"stages": [*stage1.metadata.get("stages", ["regression"]), "refine"],
-            "ridge_lambda": stage1.metadata.get("ridge_lambda"),
+    stages = [stage for stage in stage1.metadata.get("stages", ["regression"]) if stage != "refine"]
+    meta = {"stages": [*stages, "refine"], "ridge_lambda": stage1.metadata.get("ridge_lambda"),
             "training_command": training_command(out, work_dir / STATE_NAME)}
+    if args.init_refiner and config["refine"]["steps"] == 0:
+        # No step to take: the refiner given, as it is, on this stage-1 checkpoint. This is how a refiner trained
+        # elsewhere (benchmarks/gpu_check.py on a lent GPU writes the refiner alone) becomes a checkpoint that
+        # `reggan eval --split val --checkpoint` can score against the bundled one.
+        save_synthesizer(out, synthesizer.eval(), steps=0, refiner_from=str(args.init_refiner), **meta)
+        print(f"wrote {out} (the refiner of {args.init_refiner} on {regression_path}, not trained further)")
+        return
 
     def save(model, step):
         save_synthesizer(out, model, steps=step, **meta)
