@@ -11,7 +11,8 @@ from pathlib import Path
 
 from reggan.config import with_overrides
 from reggan.errors import UserError
-from reggan.from_config import bend_time, clamped_intensity, make_editor, synthesis_interval
+from reggan.from_config import (bend_time, clamped_intensity, cores_shared_with_the_file_loop, make_editor,
+                                synthesis_interval)
 
 
 def run_animate(args, config):
@@ -69,6 +70,7 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
     if Path(out_path).resolve() == Path(source_path).resolve():
         raise UserError(f"{out_path} is the input itself: writing there would replace the original; "
                         "choose another output name")
+    editor = editor or make_editor(config, args)
     processor = make_processor(config, args, make_controller(config, args), editor)
     with VideoFileSource(source_path) as source:
         if getattr(args, "image_sequence", False):
@@ -77,7 +79,7 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
             # No size up front: the sink takes the first frame's, which is the stream's turned upright (sources.py).
             sink = VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
                                  time_base=source.video.time_base)
-        with sink:
+        with sink, cores_shared_with_the_file_loop(config, editor.backend):
             counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
         # Said after the sink has closed: what could be read is a complete, playable file under its final name.
         if source.ended_early(counts["frames"]):

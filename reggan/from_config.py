@@ -5,6 +5,8 @@ Shared by every command module (reggan/cli.py, live/commands.py, training/comman
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -118,6 +120,38 @@ def synthesis_interval(config, args, backend, live: bool) -> int:
     print(f"synthesizing every 2nd frame to keep up: a face takes {milliseconds:.0f} ms here, the change carried "
           "along the face between (--synthesize-every 1: every frame)", file=sys.stderr)
     return 2
+
+
+def file_model_threads(config) -> int:
+    """[runtime].file_threads as a number: how many CPU threads the model may use in file mode. "auto": half of the
+    cores this process may run on, at least one. File mode decodes, tracks, smooths, pastes and encodes in threads
+    beside the model (live/loop.py), and the model's own threads took the cores those were waiting for: on the 2-core
+    AVX2 CPU, `reggan video WolfgangLanger_Pexels.mp4` (23.98 fps clip) ran 22.0 / 19.3 / 18.5 fps with the model on
+    both cores and 24.2 / 22.6 / 22.6 fps with it on one, the two alternating (docs/benchmarks.md). Half is a rule
+    for machines with more cores, where it was not measured."""
+    setting = config["runtime"].get("file_threads", "auto")
+    if setting != "auto":
+        return max(int(setting), 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cores // 2, 1)
+
+
+@contextlib.contextmanager
+def cores_shared_with_the_file_loop(config, backend):
+    """While a file is processed, the model has ``file_model_threads`` CPU threads, where it is the torch backend on
+    a CPU (onnxruntime fixes its threads when its session is made; on a GPU the model's work is not on these cores);
+    the count before is put back after."""
+    if getattr(backend, "name", None) != "torch" or backend.device.type != "cpu":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(file_model_threads(config))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def clamped_intensity(config, args) -> float:

@@ -590,3 +590,34 @@ def test_batch_never_overwrites_an_input_or_another_result(feat_media, tmp_path)
     result = reggan("video", str(folder / "talk.mp4"), "-o", str(folder / "talk.mp4"), "--expression", "happy")
     assert result.returncode == 2 and "is the input itself" in result.stderr
     assert (folder / "talk.mp4").read_bytes() == original
+
+
+# --- The model's share of the CPU in file mode -----------------------------------------------------------------
+
+def test_file_mode_gives_the_model_half_the_cores_and_puts_the_count_back(monkeypatch):
+    import os
+
+    import torch
+
+    from reggan.backends import TorchBackend
+    from reggan.from_config import cores_shared_with_the_file_loop, file_model_threads
+    from reggan.networks import Synthesizer
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert file_model_threads({"runtime": {"file_threads": "auto"}}) == 4
+    assert file_model_threads({"runtime": {}}) == 4  # a config from before the setting: auto
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert file_model_threads({"runtime": {"file_threads": "auto"}}) == 1  # never none
+    assert file_model_threads({"runtime": {"file_threads": 3}}) == 3
+
+    before = torch.get_num_threads()
+    config = {"runtime": {"file_threads": 1}}
+    with cores_shared_with_the_file_loop(config, TorchBackend(Synthesizer(["happy"], 32))):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+    class OtherBackend:  # onnxruntime, TensorRT: their threads are not torch's to set
+        name = "onnxruntime"
+
+    with cores_shared_with_the_file_loop(config, OtherBackend()):
+        assert torch.get_num_threads() == before
