@@ -46,6 +46,10 @@ class VideoFileSink:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
         self.codec = CODECS[codec]
+        if self.codec == "libsvtav1":
+            # SVT-AV1 logs to stderr from C, past Python: a "Failed to set thread priority" warning on every run where
+            # the process may not raise its threads' priority (most). Errors only; a user's own SVT_LOG wins.
+            os.environ.setdefault("SVT_LOG", "1")
         self.crf = crf
         # x264 preset: encoding competes with synthesis for the same cores. Measured on 200 frames of a 640x360
         # clip at CRF 20 (2-core Xeon): medium 12.0 ms/frame, 651 KiB, 41.0 dB PSNR; veryfast 5.5 ms, 606 KiB,

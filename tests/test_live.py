@@ -222,6 +222,18 @@ def test_webm_output_re_encodes_audio_it_cannot_carry(feat_media, tmp_path):
     assert len(decode(out)) == len(decode(source))
 
 
+def test_av1_output_plays_and_its_encoder_keeps_quiet(feat_media, tmp_path):
+    """SVT-AV1 printed a thread-priority warning from C on every run; only its errors reach the user now."""
+    source = feat_media / "single_face.mp4"
+    out = tmp_path / "happy.mp4"
+    result = reggan("video", str(source), "-o", str(out), "--expression", "happy", "--codec", "av1")
+    assert result.returncode == 0, result.stderr
+    assert "Svt[" not in result.stderr, result.stderr
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name in ("libdav1d", "libaom-av1", "av1")
+    assert len(decode(out)) == len(decode(source))
+
+
 def test_clip_without_a_face_passes_through(feat_media, tmp_path):
     out = tmp_path / "noface.mp4"
     result = reggan("video", str(feat_media / "no_face.mp4"), "-o", str(out), "--expression", "happy")
