@@ -83,6 +83,12 @@ def run_bench(args, config):
         processor = make_processor(config, loop_args, ExpressionController("happy", 1.0, 0.0), editor)
         size = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
         results["frame_loop"] = run_pipeline_benchmark(processor, args.video, args.frames, size, device=device)
+        if size is None:  # `reggan video` keeps a file's own size
+            from export.benchmark import run_file_benchmark
+
+            file_args = argparse.Namespace(**vars(loop_args), expression="happy", intensity=None, ramp=0.5,
+                                           program=None, codec="h264", image_sequence=False, no_bend=False)
+            results["file_loop"] = run_file_benchmark(config, file_args, args.video, editor, device)
         if args.live:
             import cv2
 

@@ -171,6 +171,20 @@ def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, as
     assert repeated >= 2 and tracked + repeated == 6
 
 
+def test_bench_times_the_file_loop_as_reggan_video_runs_it(feat_media, tmp_path):
+    import json
+
+    report = tmp_path / "bench.json"
+    result = reggan("bench", "--video", str(feat_media / "single_face.mp4"), "--backends", "torch:fp32", "--batches",
+                    "1", "--repeats", "2", "--frames", "6", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    file_loop = json.loads(report.read_text())["file_loop"]
+    assert file_loop["frames"] == len(decode(feat_media / "single_face.mp4"))  # the whole clip, none dropped
+    assert file_loop["clip_fps"] == pytest.approx(30.0, rel=0.01)
+    assert file_loop["times_real_time"] == pytest.approx(file_loop["fps"] / file_loop["clip_fps"])
+    assert "x real time" in result.stdout
+
+
 def test_a_face_that_appears_mid_stream_fades_in_instead_of_popping(processor_factory, astronaut):
     processor = processor_factory("surprised")
     blank = np.full_like(astronaut, 90)
