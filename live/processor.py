@@ -195,7 +195,8 @@ class FrameProcessor:
             if face_frame.synthesized is None:  # nothing could be carried (a cut): synthesize after all
                 face_frame = self.synthesize_faces(replace(face_frame, skip_synthesis=False))
                 clock = time.perf_counter()
-            smoothed = [self.smoother(identity, crop, new, face_frame.timestamp, fresh, face.keep, face_frame.steady)
+            smoothed = [self.smoother(identity, crop, new, face_frame.timestamp, fresh, face.keep, face_frame.steady,
+                                      face.closed_eyes)
                         for identity, fresh, face, crop, new in zip(face_frame.identities, face_frame.fresh,
                                                                     face_frame.faces, face_frame.crops,
                                                                     face_frame.synthesized)]

@@ -14,7 +14,11 @@ averaged away. Where that flow cannot be trusted, the change is taken as synthes
 - inside an open mouth or over closed eyes (the ``keep`` mask, reggan/keep.py): the synthesizer leaves them
   unpainted, and a change carried in would paint them again (the lips over the opening; an open eye, painted while
   the eyes were open, over lids closing slowly: d3.mp4 kept its ghost irises so, for 1.11 instead of 1.08 flicker
-  on a clip whose eyes are closed half the time);
+  on a clip whose eyes are closed half the time). A closed lid that was closed on the frame before is the
+  exception: what is carried there is the lid's own change, and the lid is skin the flow follows, so it is carried
+  like the rest of the face (WolfgangLanger_Pexels.mp4, eyes closed half the clip: flicker 1.124 -> 1.089). The
+  mouth gets no such exception: the flow inside an opening (dark, teeth and tongue coming and going) is not to be
+  trusted, and carrying from an opening into the opening greyed it with stripes on d20.mp4;
 - while the target expression moves (a ramp between expressions or intensities): the change is meant to move then;
 - on a new track or a cut.
 """
@@ -47,26 +51,30 @@ class ChangeSmoother:
         # half resolution with sparser patches (stride 6) only half as far.
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.flow.setFinestScale(1)
-        self.state: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (change, grey crop, time)
+        # id -> (change, grey crop, time, closed eyes or None)
+        self.state: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray | None]] = {}
 
     def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float, fresh: bool,
-                 keep: np.ndarray | None = None, steady: bool = True) -> np.ndarray:
-        """crop  # [R, R, 3] uint8; synthesized  # [R, R, 3] float32 0-255; keep  # [R, R] 0-1 (open mouth);
-        steady: the target expression is the same as on the previous frame. Returns the smoothed crop."""
+                 keep: np.ndarray | None = None, steady: bool = True,
+                 closed_eyes: np.ndarray | None = None) -> np.ndarray:
+        """crop  # [R, R, 3] uint8; synthesized  # [R, R, 3] float32 0-255; keep  # [R, R] 0-1 (open mouth and closed
+        eyes); closed_eyes  # [R, R] 0-1, the closed eyes' part of ``keep``; steady: the target expression is the same
+        as on the previous frame. Returns the smoothed crop."""
         crop_values = crop.astype(np.float32)
         change = synthesized - crop_values
         grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         previous = self.state.get(identity)
         carried = self._carry(grey, previous, timestamp) if not fresh and steady and self.time_constant > 0 else None
         if carried is not None:
-            carried_change, weight = carried
+            carried_change, weight, carried_eyes = carried
             if keep is not None:
-                weight *= 1 - keep
+                # Kept: taken as synthesized, but for a closed lid that was closed before (the module's docstring).
+                weight *= 1 - keep if closed_eyes is None else (1 - keep) + closed_eyes * carried_eyes
             weight *= math.exp(-(timestamp - previous[2]) / self.time_constant)
             # One OpenCV call for weight * carried + (1 - weight) * change: numpy's broadcasting took 3x as long, and
             # this runs for every face of every frame.
             change = cv2.blendLinear(carried_change, change, weight, 1 - weight)
-        self.state[identity] = (change, grey, timestamp)
+        self.state[identity] = (change, grey, timestamp, closed_eyes)
         return crop_values + change
 
     def carry(self, identity: int, crop: np.ndarray, timestamp: float) -> np.ndarray | None:
@@ -77,24 +85,30 @@ class ChangeSmoother:
         if carried is None:
             return None
         change = carried[0] * carried[1][..., None]
-        self.state[identity] = (change, grey, timestamp)
+        carried_eyes = carried[2] if isinstance(carried[2], np.ndarray) else None
+        self.state[identity] = (change, grey, timestamp, carried_eyes)
         return crop.astype(np.float32) + change
 
-    def _carry(self, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float] | None,
-               timestamp: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The previous change moved along the optical flow onto this crop, and how far to trust it per pixel
-        (1, or less where the flow-moved previous crop does not match this one)  # [R, R, 3], [R, R]."""
+    def _carry(self, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float, np.ndarray | None] | None,
+               timestamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | float] | None:
+        """The previous change moved along the optical flow onto this crop, how far to trust it per pixel (1, or less
+        where the flow-moved previous crop does not match this one) and where the eyes were closed, moved the same
+        way (0.0 when that is not known)  # [R, R, 3], [R, R], [R, R]."""
         if previous is None:
             return None
-        old_change, old_grey, old_time = previous
+        old_change, old_grey, old_time, old_eyes = previous
         if timestamp <= old_time or cv2.absdiff(grey, old_grey).mean() > self.cut_threshold:
             return None
         flow = self.flow.calc(grey, old_grey, None)  # current -> previous: where each pixel came from
         where_from = pixel_grid(*grey.shape) + flow
-        carried, carried_grey = (cv2.remap(image, where_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                                 for image in (old_change, old_grey))
+
+        def moved(image: np.ndarray) -> np.ndarray:
+            return cv2.remap(image, where_from, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+        carried, carried_grey = moved(old_change), moved(old_grey)
         mismatch = cv2.GaussianBlur(cv2.absdiff(carried_grey, grey).astype(np.float32), (0, 0), 2)
-        return carried, np.clip(2 - mismatch / self.mismatch_level, 0, 1)
+        carried_eyes = 0.0 if old_eyes is None else moved(np.ascontiguousarray(old_eyes, dtype=np.float32))
+        return carried, np.clip(2 - mismatch / self.mismatch_level, 0, 1), carried_eyes
 
     def forget_except(self, identities: set[int]) -> None:
         for identity in list(self.state):

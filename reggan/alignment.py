@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from reggan.anchoring import FaceBend
-from reggan.keep import keep_mask
+from reggan.keep import keep_parts
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
 # or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
@@ -62,12 +62,14 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 @dataclass
 class PlacedFace:
     """Where a face sits (image -> crop matrix  # [2, 3]), what of its crop the networks must leave as warped
-    (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py) and its landmarks in the crop
-    (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py)."""
+    (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py), its landmarks in the crop
+    (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py) and the closed
+    eyes' part of ``keep`` alone (``closed_eyes``, the same shape: the video smoothing treats it apart)."""
 
     matrix: np.ndarray
     keep: np.ndarray
     points: np.ndarray
+    closed_eyes: np.ndarray
 
 
 class Aligner:
@@ -86,7 +88,8 @@ class Aligner:
         """A face's matrix and keep mask from its landmarks  # [68, 2] in image coordinates."""
         matrix = self.matrix_for(landmarks)
         points = transform_points(landmarks, matrix)
-        return PlacedFace(matrix, keep_mask(points, self.resolution), points)
+        open_mouth, closed_eyes = keep_parts(points, self.resolution)
+        return PlacedFace(matrix, np.maximum(open_mouth, closed_eyes), points, closed_eyes)
 
     def bend(self, points: np.ndarray) -> FaceBend:
         """The bend that puts a face with these landmarks  # [68, 2] crop pixels onto the template, and back

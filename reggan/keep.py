@@ -13,6 +13,13 @@ from reggan.closed_eyes import closed_eyes_mask
 from reggan.open_mouth import open_mouth_mask
 
 
+def keep_parts(points: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks in crop coordinates  # [68, 2] -> (the open mouth, the closed eyes)  # [R, R] float32 in [0, 1] each.
+    Apart because video treats them apart (live/smoothing.py): a closed lid's own change may be carried along with
+    it, the inside of an open mouth's may not."""
+    return open_mouth_mask(points, resolution), closed_eyes_mask(points, resolution)
+
+
 def keep_mask(points: np.ndarray, resolution: int) -> np.ndarray:
     """Landmarks in crop coordinates  # [68, 2] -> where the networks must paint nothing  # [R, R] float32 in [0, 1]."""
-    return np.maximum(open_mouth_mask(points, resolution), closed_eyes_mask(points, resolution))
+    return np.maximum(*keep_parts(points, resolution))

@@ -101,6 +101,33 @@ def test_inside_the_keep_mask_and_during_a_ramp_the_change_is_as_synthesized():
         assert np.allclose(out, synthesized, atol=0.01) == (not steady)
 
 
+def test_a_lid_closed_on_the_frame_before_keeps_its_change_carried_a_lid_just_closed_does_not():
+    frames = list(sliding_face(frames=12))
+    lids = np.zeros((SIZE, SIZE), np.float32)
+    lids[50:80, 30:100] = 1.0  # closed eyes: kept from the networks' paint
+    inside = (slice(55, 75), slice(45, 85))  # the lids' inside, away from the sliding border
+
+    def run(closed_from: int) -> list[np.ndarray]:
+        """Outputs with the lids closed from frame ``closed_from`` on."""
+        smoother, outputs = ChangeSmoother(time_constant=0.5), []
+        for index, (time, crop, synthesized, _) in enumerate(frames):
+            closed = lids if index >= closed_from else np.zeros_like(lids)
+            outputs.append(smoother(0, crop, synthesized, time, fresh=index == 0, keep=closed, closed_eyes=closed))
+        return outputs
+
+    closed_throughout, closing = run(0), run(8)
+    # Closed on both frames: carried and averaged, so the network's frame-to-frame shimmer is smoothed away there.
+    shimmer = np.abs(closed_throughout[-1][inside] - frames[-1][2][inside]).mean()
+    assert shimmer > 1.0 and np.abs(closed_throughout[-1][inside] - frames[-1][1][inside] - frames[-1][3][inside]).mean() < 0.6 * shimmer
+    # The frame the lids close, what was painted over the open eye is not carried onto them: as synthesized.
+    assert np.allclose(closing[8][inside], frames[8][2][inside], atol=0.01)
+    # Without the lids named apart, the kept region takes every change as synthesized, as before.
+    smoother = ChangeSmoother(time_constant=0.5)
+    for index, (time, crop, synthesized, _) in enumerate(frames):
+        out = smoother(0, crop, synthesized, time, fresh=index == 0, keep=lids)
+    assert np.allclose(out[inside], frames[-1][2][inside], atol=0.01)
+
+
 @pytest.mark.parametrize("fresh, time_constant", [(True, 0.5), (False, 0.0)])
 def test_a_new_track_or_smoothing_off_gives_the_change_as_synthesized(fresh, time_constant):
     smoother = ChangeSmoother(time_constant=time_constant)
