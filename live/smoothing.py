@@ -51,7 +51,7 @@ class ChangeSmoother:
         # half resolution with sparser patches (stride 6) only half as far.
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self.flow.setFinestScale(1)
-        # id -> (change, grey crop, time, closed eyes or None)
+        # id -> (change, grey crop, time, closed eyes: None when none are)
         self.state: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray | None]] = {}
 
     def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float, fresh: bool,
@@ -69,12 +69,15 @@ class ChangeSmoother:
             carried_change, weight, carried_eyes = carried
             if keep is not None:
                 # Kept: taken as synthesized, but for a closed lid that was closed before (the module's docstring).
-                weight *= 1 - keep if closed_eyes is None else (1 - keep) + closed_eyes * carried_eyes
+                weight *= (1 - keep if closed_eyes is None or carried_eyes is None
+                           else (1 - keep) + closed_eyes * carried_eyes)
             weight *= math.exp(-(timestamp - previous[2]) / self.time_constant)
             # One OpenCV call for weight * carried + (1 - weight) * change: numpy's broadcasting took 3x as long, and
             # this runs for every face of every frame.
             change = cv2.blendLinear(carried_change, change, weight, 1 - weight)
-        self.state[identity] = (change, grey, timestamp, closed_eyes)
+        # Most frames have no closed eyes (an all-zero mask): then nothing about them is kept or carried.
+        eyes = closed_eyes if closed_eyes is not None and closed_eyes.any() else None
+        self.state[identity] = (change, grey, timestamp, eyes)
         return crop_values + change
 
     def carry(self, identity: int, crop: np.ndarray, timestamp: float) -> np.ndarray | None:
@@ -85,15 +88,14 @@ class ChangeSmoother:
         if carried is None:
             return None
         change = carried[0] * carried[1][..., None]
-        carried_eyes = carried[2] if isinstance(carried[2], np.ndarray) else None
-        self.state[identity] = (change, grey, timestamp, carried_eyes)
+        self.state[identity] = (change, grey, timestamp, carried[2])
         return crop.astype(np.float32) + change
 
     def _carry(self, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float, np.ndarray | None] | None,
-               timestamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | float] | None:
+               timestamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """The previous change moved along the optical flow onto this crop, how far to trust it per pixel (1, or less
         where the flow-moved previous crop does not match this one) and where the eyes were closed, moved the same
-        way (0.0 when that is not known)  # [R, R, 3], [R, R], [R, R]."""
+        way (None when none were)  # [R, R, 3], [R, R], [R, R]."""
         if previous is None:
             return None
         old_change, old_grey, old_time, old_eyes = previous
@@ -107,7 +109,7 @@ class ChangeSmoother:
 
         carried, carried_grey = moved(old_change), moved(old_grey)
         mismatch = cv2.GaussianBlur(cv2.absdiff(carried_grey, grey).astype(np.float32), (0, 0), 2)
-        carried_eyes = 0.0 if old_eyes is None else moved(np.ascontiguousarray(old_eyes, dtype=np.float32))
+        carried_eyes = None if old_eyes is None else moved(np.ascontiguousarray(old_eyes, dtype=np.float32))
         return carried, np.clip(2 - mismatch / self.mismatch_level, 0, 1), carried_eyes
 
     def forget_except(self, identities: set[int]) -> None:
