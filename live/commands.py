@@ -79,8 +79,8 @@ def process_video_file(config, args, source_path, out_path, editor=None) -> dict
             # No size up front: the sink takes the first frame's, which is the stream's turned upright (sources.py).
             sink = VideoFileSink(out_path, source.fps, args.codec, audio_from=source.audio,
                                  time_base=source.video.time_base)
-        with sink, cores_shared_with_the_file_loop(config, editor.backend):
-            counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty())
+        with sink, cores_shared_with_the_file_loop(config, editor.backend) as workers:
+            counts = run_file(source, processor, sink, show_progress=sys.stderr.isatty(), synthesis_workers=workers)
         # Said after the sink has closed: what could be read is a complete, playable file under its final name.
         if source.ended_early(counts["frames"]):
             raise UserError(f"{source_path} ended after {counts['frames']} of the {source.declared_frames} frames its "

@@ -9,6 +9,7 @@ what was processed, and closes the sink properly, so the file on disk is valid a
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import queue
 import threading
@@ -39,15 +40,19 @@ def _get(source: queue.Queue, stop: threading.Event):
     return END
 
 
-def run_file(source, processor, sink, show_progress: bool = True) -> dict:
+def run_file(source, processor, sink, show_progress: bool = True, synthesis_workers: int = 1) -> dict:
     """Process every frame of an open VideoFileSource into an open sink; returns counts.
 
-    Four threads over bounded queues: decode; ``processor.prepare`` (track, align, synthesize: it needs no earlier
-    frame's output, so it runs ahead); ``processor.finish`` here (smooth, paste back: in frame order); encode. The
-    model's work then overlaps the smoothing and pasting of the frame before (a GPU's, or spare CPU cores'); on 2
-    CPU cores, already busy with the model's threads, it measured within the machine's spread."""
+    Threads over bounded queues: decode; ``processor.observe`` (track, align: each frame's tracks follow the last
+    frame's, so in frame order); ``processor.synthesize_faces`` on ``synthesis_workers`` threads (the model's work
+    needs no earlier frame's output, so frames are synthesized side by side); ``processor.finish`` here (smooth,
+    paste back: in frame order, whichever synthesis ends first); encode. Two workers on a 2-core CPU, each running
+    the model on one core, made `reggan video` 17 % faster than one worker running it on one core beside the loop's
+    other threads (docs/benchmarks.md): a model on one thread uses its core better than on two, and the second
+    worker fills the time the other threads leave. A backend that cannot be called twice at once (a CUDA graph)
+    is serialised by the processor's own lock, so any worker count is safe."""
     decoded: queue.Queue = queue.Queue(maxsize=16)
-    prepared: queue.Queue = queue.Queue(maxsize=4)
+    prepared: queue.Queue = queue.Queue(maxsize=4)  # each frame's synthesis, as a future
     outbox: queue.Queue = queue.Queue(maxsize=16)
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -65,13 +70,15 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
             _put(target, END, stop)  # once stopped, the next thread reads no more and needs no END
 
     video_frames = itertools.count()
+    synthesis = concurrent.futures.ThreadPoolExecutor(max(synthesis_workers, 1), thread_name_prefix="synthesize")
 
-    def prepare(item):
+    def observe(item):
         if item[0] != "video":
             return item  # audio goes through in its place
         _, frame, seconds, pts = item
         index = next(video_frames)
-        return "video", processor.prepare(frame, seconds if seconds is not None else index / fps), pts
+        observed = processor.observe(frame, seconds if seconds is not None else index / fps)
+        return "video", synthesis.submit(processor.synthesize_faces, observed), pts
 
     def write() -> None:
         try:
@@ -88,8 +95,8 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
             stop.set()
 
     threads = [threading.Thread(target=forward, args=(source, decoded), name="decode", daemon=True),
-               threading.Thread(target=forward, args=(iter(lambda: _get(decoded, stop), END), prepared, prepare),
-                                name="prepare", daemon=True)]
+               threading.Thread(target=forward, args=(iter(lambda: _get(decoded, stop), END), prepared, observe),
+                                name="observe", daemon=True)]
     writer = threading.Thread(target=write, name="encode", daemon=True)
     for thread in [*threads, writer]:
         thread.start()
@@ -101,13 +108,13 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
             if item is END:  # the end of the input, a failure upstream, or the writer failed (stop)
                 break
             if item[0] == "video":
-                item = ("video", processor.finish(item[1]), item[2])
+                item = ("video", processor.finish(item[1].result()), item[2])
                 frames += 1
                 progress.update()
             if not _put(outbox, item, stop):
                 break
     finally:
-        stop.set()  # tells the reader and the preparer to stop; the writer drains what is queued
+        stop.set()  # tells the reader and the observer to stop; the writer drains what is queued
         progress.close()
         while writer.is_alive():  # a writer that failed reads no more: END must not wait for room then
             try:
@@ -118,6 +125,7 @@ def run_file(source, processor, sink, show_progress: bool = True) -> dict:
         writer.join()
         for thread in threads:
             thread.join(timeout=5)
+        synthesis.shutdown(wait=True, cancel_futures=True)
     if failures:
         raise failures[0]
     return {"frames": frames, "decode_errors": getattr(source, "decode_errors", 0)}

@@ -1,14 +1,16 @@
 """One frame through the chain: tracker -> aligner -> synthesizer -> smoother (live/smoothing.py) -> compositor.
 
-Each stage is a small object; ``FrameProcessor`` wires them in two steps. ``prepare`` observes a frame (tracks,
-aligns and crops its faces) and synthesizes them: nothing there waits for an earlier frame's output, so the file
-loop runs it a frame ahead in a thread of its own (live/loop.py). ``finish`` smooths the change, pastes it back
-and remembers it, in frame order. ``process`` is both, for a single frame, with no threads, so every stage can be
-tested on one frame. The loop owns the concurrency.
+Each stage is a small object; ``FrameProcessor`` wires them in steps. ``observe`` tracks a frame's faces, aligns
+and crops them (each frame's tracks follow the last frame's, so frames are observed in order); ``synthesize_faces``
+runs the model on them, which waits for no other frame, so the file loop runs it for several frames at once
+(live/loop.py); ``finish`` smooths the change, pastes it back and remembers it, in frame order. ``prepare`` is the
+first two and ``process`` all three, for a single frame, with no threads, so every stage can be tested on one
+frame. The loop owns the concurrency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -32,10 +34,10 @@ class SynthesisStage:
     def __init__(self, backend, max_intensity: float = 1.5):
         self.backend = backend
         self.max_intensity = max_intensity
-        # The file loop prepares frames in one thread while the main thread finishes them, and finishing a skipped
-        # frame that has nothing to carry synthesizes too; a backend is not safe to call twice at once (a CUDA
-        # graph replays into one set of buffers).
-        self.lock = threading.Lock()
+        # The file loop synthesizes frames in worker threads while the main thread finishes them, and finishing a
+        # skipped frame that has nothing to carry synthesizes too. A backend that is not safe to call twice at once
+        # (a CUDA graph replays into one set of buffers) says so, and its calls take turns.
+        self.lock = contextlib.nullcontext() if getattr(backend, "concurrent_calls", False) else threading.Lock()
 
     def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]], keeps: list[np.ndarray],
                  bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:

@@ -131,6 +131,9 @@ class TorchBackend:
             self.model.refiner.to(torch.bfloat16)
         self.model.refiner.to(memory_format=torch.channels_last)
         self.run = CudaGraphs(self.model) if device == "cuda" and cuda_graphs else self.model
+        # On a CPU two threads may run the model at once (the file loop's synthesis workers, live/loop.py): eager
+        # inference keeps no state between calls. A CUDA graph replays into one set of buffers, so calls take turns.
+        self.concurrent_calls = self.device.type == "cpu"
         self.expressions, self.resolution = synthesizer.expressions, synthesizer.resolution
         self.displacements = Displacements(synthesizer.warp)
 

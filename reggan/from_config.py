@@ -122,34 +122,53 @@ def synthesis_interval(config, args, backend, live: bool) -> int:
     return 2
 
 
+def cores_here() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def file_model_threads(config) -> int:
-    """[runtime].file_threads as a number: how many CPU threads the model may use in file mode. "auto": half of the
-    cores this process may run on, at least one. File mode decodes, tracks, smooths, pastes and encodes in threads
-    beside the model (live/loop.py), and the model's own threads took the cores those were waiting for: on the 2-core
-    AVX2 CPU, `reggan video WolfgangLanger_Pexels.mp4` (23.98 fps clip) ran 22.0 / 19.3 / 18.5 fps with the model on
-    both cores and 24.2 / 22.6 / 22.6 fps with it on one, the two alternating (docs/benchmarks.md). Half is a rule
-    for machines with more cores, where it was not measured."""
+    """[runtime].file_threads as a number: how many CPU threads the model may use in file mode, all its synthesis
+    workers together. "auto": half of the cores this process may run on, at least one. File mode decodes, tracks,
+    smooths, pastes and encodes in threads beside the model (live/loop.py), and the model's own threads took the
+    cores those were waiting for: on the 2-core AVX2 CPU, `reggan video WolfgangLanger_Pexels.mp4` (23.98 fps clip)
+    ran 22.0 / 19.3 / 18.5 fps with the model on both cores and 24.2 / 22.6 / 22.6 fps with it on one, the two
+    alternating (docs/benchmarks.md). Half is a rule for machines with more cores, where it was not measured."""
     setting = config["runtime"].get("file_threads", "auto")
     if setting != "auto":
         return max(int(setting), 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(cores // 2, 1)
+    return max(cores_here() // 2, 1)
+
+
+def file_synthesis_workers(config, backend) -> int:
+    """[runtime].file_workers as a number: how many frames file mode synthesizes at once. "auto": two where the
+    backend may be called from two threads at once (the torch backend on a CPU) and there are two cores or more,
+    else one. Measured on the 2-core AVX2 CPU, `reggan video WolfgangLanger_Pexels.mp4`, alternating four times:
+    one worker with the model on one thread 22.5 fps, two workers on one thread each 26.3 fps (1.09x real time),
+    two workers on two threads each 24.1 fps (docs/benchmarks.md)."""
+    setting = config["runtime"].get("file_workers", "auto")
+    if setting != "auto":
+        return max(int(setting), 1)
+    return 2 if getattr(backend, "concurrent_calls", False) and cores_here() >= 2 else 1
 
 
 @contextlib.contextmanager
 def cores_shared_with_the_file_loop(config, backend):
-    """While a file is processed, the model has ``file_model_threads`` CPU threads, where it is the torch backend on
-    a CPU (onnxruntime fixes its threads when its session is made; on a GPU the model's work is not on these cores);
-    the count before is put back after."""
+    """While a file is processed, the model has ``file_model_threads`` CPU threads shared among
+    ``file_synthesis_workers`` workers (at least one thread each), where it is the torch backend on a CPU
+    (onnxruntime fixes its threads when its session is made; on a GPU the model's work is not on these cores); the
+    count before is put back after. Yields the number of workers (live/loop.py ``run_file``)."""
+    workers = file_synthesis_workers(config, backend)
     if getattr(backend, "name", None) != "torch" or backend.device.type != "cpu":
-        yield
+        yield workers
         return
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(file_model_threads(config))
+    # Threads that PyTorch has not run an operation on yet take this count (the workers are made after it).
+    torch.set_num_threads(max(file_model_threads(config) // workers, 1))
     try:
-        yield
+        yield workers
     finally:
         torch.set_num_threads(before)
 

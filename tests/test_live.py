@@ -273,11 +273,14 @@ def test_interrupted_encode_leaves_a_playable_file(feat_media, tmp_path, process
         def __init__(self, inner, frames):
             self.inner, self.frames, self.seen = inner, frames, 0
 
-        def prepare(self, frame, timestamp):
+        def observe(self, frame, timestamp):
             self.seen += 1
             if self.seen > self.frames:
                 raise KeyboardInterrupt
-            return self.inner.prepare(frame, timestamp)
+            return self.inner.observe(frame, timestamp)
+
+        def synthesize_faces(self, observed):
+            return self.inner.synthesize_faces(observed)
 
         def finish(self, prepared):
             return self.inner.finish(prepared)
@@ -505,9 +508,10 @@ def test_video_to_an_image_sequence(feat_media, tmp_path):
     assert len(list(out.glob("frame_*.png"))) == len(decode(feat_media / "single_face.mp4"))
 
 
-def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(processor_factory, astronaut):
-    """run_file prepares frames ahead of finishing them: the output must not depend on it. A moving face, a repeated
-    frame and a frame without a face, as a clip."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(processor_factory, astronaut, workers):
+    """run_file synthesizes frames ahead of finishing them, several at once: the output must not depend on it, nor
+    on which synthesis ends first. A moving face, a repeated frame and a frame without a face, as a clip."""
     from export.benchmark import InMemoryClip
     from live.loop import run_file
 
@@ -524,7 +528,8 @@ def test_the_threaded_file_loop_gives_the_frames_one_frame_at_a_time_gives(proce
     one_at_a_time = processor_factory("happy")
     expected = [one_at_a_time.process(frame, index / 25) for index, frame in enumerate(clip)]
     sink = Recorder()
-    counts = run_file(InMemoryClip(clip, 25), processor_factory("happy"), sink, show_progress=False)
+    counts = run_file(InMemoryClip(clip, 25), processor_factory("happy"), sink, show_progress=False,
+                      synthesis_workers=workers)
     assert counts["frames"] == len(clip)
     assert all(np.array_equal(got, want) for got, want in zip(sink.frames, expected, strict=True))
     assert not np.array_equal(expected[0], clip[0]) and np.array_equal(expected[6], blank)
@@ -539,7 +544,10 @@ def test_a_sink_that_fails_mid_file_stops_the_run_with_its_error(astronaut):
     from live.loop import run_file
 
     class Passthrough:
-        def prepare(self, frame, timestamp):
+        def observe(self, frame, timestamp):
+            return frame
+
+        def synthesize_faces(self, frame):
             return frame
 
         def finish(self, frame):
@@ -637,13 +645,21 @@ def test_file_mode_gives_the_model_half_the_cores_and_puts_the_count_back(monkey
     assert file_model_threads({"runtime": {"file_threads": 3}}) == 3
 
     before = torch.get_num_threads()
+    torch_on_cpu = TorchBackend(Synthesizer(["happy"], 32))
     config = {"runtime": {"file_threads": 1}}
-    with cores_shared_with_the_file_loop(config, TorchBackend(Synthesizer(["happy"], 32))):
-        assert torch.get_num_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    with cores_shared_with_the_file_loop(config, torch_on_cpu) as workers:
+        assert workers == 2 and torch.get_num_threads() == 1  # two workers, one thread each at the least
     assert torch.get_num_threads() == before
+    with cores_shared_with_the_file_loop({"runtime": {"file_threads": 4, "file_workers": 2}}, torch_on_cpu):
+        assert torch.get_num_threads() == 2  # the model's threads shared between its workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    with cores_shared_with_the_file_loop(config, torch_on_cpu) as workers:
+        assert workers == 1  # one core: nothing to run side by side
 
-    class OtherBackend:  # onnxruntime, TensorRT: their threads are not torch's to set
+    class OtherBackend:  # onnxruntime, TensorRT: their threads are not torch's to set, nor their calls to overlap
         name = "onnxruntime"
 
-    with cores_shared_with_the_file_loop(config, OtherBackend()):
-        assert torch.get_num_threads() == before
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    with cores_shared_with_the_file_loop(config, OtherBackend()) as workers:
+        assert workers == 1 and torch.get_num_threads() == before
