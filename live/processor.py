@@ -35,8 +35,8 @@ class SynthesisStage:
         self.backend = backend
         self.max_intensity = max_intensity
         # The file loop synthesizes frames in worker threads while the main thread finishes them, and finishing a
-        # skipped frame that has nothing to carry synthesizes too. A backend that is not safe to call twice at once
-        # (a CUDA graph replays into one set of buffers) says so, and its calls take turns.
+        # skipped frame that has nothing to carry synthesizes too. A backend that may be called twice at once says
+        # so (the torch backend on a CPU); the others' calls take turns (a CUDA graph replays into one set of buffers).
         self.lock = contextlib.nullcontext() if getattr(backend, "concurrent_calls", False) else threading.Lock()
 
     def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]], keeps: list[np.ndarray],
