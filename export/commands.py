@@ -86,8 +86,12 @@ def run_bench(args, config):
         if size is None:  # `reggan video` keeps a file's own size
             from export.benchmark import run_file_benchmark
 
-            file_args = argparse.Namespace(**vars(loop_args), expression="happy", intensity=None, ramp=0.5,
-                                           program=None, codec="h264", image_sequence=False, no_bend=False)
+            from reggan.cli import build_parser
+
+            # `reggan video`'s own defaults (expression, ramp, codec, ...) under this run's model and loop choices,
+            # so the timing follows that command when its defaults change.
+            video_defaults = build_parser().parse_args(["video", args.video, "-o", "unused.mp4"])
+            file_args = argparse.Namespace(**(vars(video_defaults) | vars(loop_args)))
             results["file_loop"] = run_file_benchmark(config, file_args, args.video, editor, device)
         if args.live:
             import cv2
