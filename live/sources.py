@@ -115,6 +115,19 @@ def read_clip(path: str | Path, max_frames: int) -> tuple[list[np.ndarray], floa
         return frames, float(container.streams.video[0].average_rate or 30)
 
 
+def quietly_opened_camera(camera: int | str) -> cv2.VideoCapture:
+    """cv2.VideoCapture with OpenCV's own log silenced while it probes: a missing camera made it print lines such as
+    "global obsensor_uvc_stream_channel.cpp:163 ... Camera index out of range" above the clear message the caller
+    gives."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(camera)
+    finally:
+        logging.setLogLevel(level)
+
+
 class WebcamSource:
     """A camera by index or device path via OpenCV; asks for MJPG at a size and rate, then measures what it gets."""
 
@@ -125,7 +138,7 @@ class WebcamSource:
         self.measured_fps = 0.0
 
     def __enter__(self) -> "WebcamSource":
-        self.capture = cv2.VideoCapture(self.camera)
+        self.capture = quietly_opened_camera(self.camera)
         if not self.capture.isOpened():
             raise SourceError(
                 f"camera {self.camera!r} could not be opened: check it is plugged in and not used by another "

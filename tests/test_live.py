@@ -441,10 +441,13 @@ def test_missing_virtual_camera_device_says_what_to_install(monkeypatch):
         assert "Chrome" in message and "OBS" in message
 
 
-def test_missing_camera_is_a_clear_error():
-    result = reggan("live", "--camera", "/dev/video99", "--expression", "happy", "--virtual-cam")
+@pytest.mark.parametrize("camera", ["/dev/video99", "7"])
+def test_missing_camera_is_a_clear_error(camera):
+    result = reggan("live", "--camera", camera, "--expression", "happy", "--virtual-cam")
     assert result.returncode == 2
     assert "could not be opened" in result.stderr and "Traceback" not in result.stderr
+    # Only our message: OpenCV's own probing log ("global ... Camera index out of range") is silenced.
+    assert "[ERROR" not in result.stderr and "[WARN" not in result.stderr and "global " not in result.stderr
 
 
 def test_preview_without_a_display_is_a_clear_error_not_an_abort(monkeypatch):
