@@ -31,12 +31,13 @@ class VideoFileSource:
         self.decode_errors = 0
 
     def __enter__(self) -> "VideoFileSource":
-        if "://" not in self.path and not Path(self.path).is_file():
+        if not self.is_stream and not Path(self.path).is_file():
             raise SourceError(f"video not found: {self.path}")
         try:
             self.container = av.open(self.path)
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            raise SourceError(f"cannot open {self.path}: not a video, or the file is corrupt ({error})") from error
+            what = "no video at that address" if self.is_stream else "not a video, or the file is corrupt"
+            raise SourceError(f"cannot open {self.path}: {what} ({error})") from error
         if not self.container.streams.video:
             self.container.close()
             raise SourceError(f"{self.path} has no video stream")
@@ -48,6 +49,10 @@ class VideoFileSource:
     def __exit__(self, *exc) -> None:
         if self.container is not None:
             self.container.close()
+
+    @property
+    def is_stream(self) -> bool:
+        return "://" in self.path
 
     @property
     def fps(self) -> Fraction:
@@ -91,6 +96,13 @@ class VideoFileSource:
                     seconds = float(frame.pts * time_base) if frame.pts is not None else None
                     yield ("video", upright_rgb(frame), seconds, frame.pts)
         except av.error.FFmpegError as error:
+            if self.is_stream:
+                # Seen with Python's own http.server: an MP4 needs to seek, and a server without range requests
+                # cannot, so the read fails at once.
+                raise SourceError(
+                    f"{self.path}: reading the stream stopped ({error}): the connection broke, or the server cannot "
+                    "seek within the file (an MP4 over HTTP needs a server that answers range requests; MPEG-TS, "
+                    "MKV and HLS need none)") from error
             raise SourceError(f"{self.path}: reading stopped at a damaged part of the file ({error})") from error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -333,6 +334,66 @@ def test_corrupt_or_missing_input_is_a_clear_error(tmp_path, feat_media):
     result = reggan("video", str(feat_media / "single_face.mp4"), "-o", str(tmp_path / "new" / "folder" / "o.xyz"))
     assert result.returncode == 2 and "no video format for the extension '.xyz'" in result.stderr
     assert ".mp4" in result.stderr and not (tmp_path / "new").exists()  # not even the folders it would have made
+
+
+def remuxed(source, target, container_format: str):
+    """The video and audio packets of ``source`` copied, not re-encoded, into another container."""
+    with av.open(str(source)) as src, av.open(str(target), "w", format=container_format) as dst:
+        streams = {stream.index: dst.add_stream_from_template(stream) for stream in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    return target
+
+
+@contextlib.contextmanager
+def served(folder):
+    """A local HTTP server for ``folder`` on a free port, as a URL (Python's own server: no range requests)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stream_url_is_processed_like_a_file_audio_included(feat_media, tmp_path):
+    source = feat_media / "single_face.mp4"
+    folder = tmp_path / "www"
+    folder.mkdir()
+    remuxed(source, folder / "clip.ts", "mpegts")  # MPEG-TS streams over plain HTTP, no seeking needed
+    out = tmp_path / "from_url.mp4"
+    with served(folder) as url:
+        result = reggan("video", f"{url}/clip.ts", "-o", str(out), "--expression", "happy")
+    assert result.returncode == 0, result.stderr
+    assert len(decode(out)) == len(decode(source))
+    assert abs(stream_seconds(out, "audio") - stream_seconds(source, "audio")) < 0.1
+
+
+def test_a_stream_url_that_cannot_be_read_is_a_clear_error(feat_media, tmp_path):
+    folder = tmp_path / "www"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes((feat_media / "single_face.mp4").read_bytes())
+    with served(folder) as url:
+        absent = reggan("video", f"{url}/absent.ts", "-o", str(tmp_path / "a.mp4"))
+        # This MP4 must seek to be read, and Python's server cannot answer range requests.
+        unseekable = reggan("video", f"{url}/clip.mp4", "-o", str(tmp_path / "b.mp4"))
+    assert absent.returncode == 2 and "Traceback" not in absent.stderr
+    assert "no video at that address" in absent.stderr
+    assert unseekable.returncode == 2 and "Traceback" not in unseekable.stderr
+    assert "range requests" in unseekable.stderr and "damaged" not in unseekable.stderr
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()  # no frame read, nothing written
 
 
 def test_a_truncated_input_is_said_and_what_was_read_is_kept(feat_media, tmp_path):
