@@ -114,6 +114,10 @@ def run_batch(args, config):
     videos = videos_in(args.input_dir)
     if not videos:
         raise UserError(f"no videos in {args.input_dir}")
+    if Path(args.out).resolve() == Path(args.input_dir).resolve():
+        # Said once, before the model loads, rather than as a failure of each video that a result would replace.
+        raise UserError(f"the output folder is the input folder ({args.input_dir}): results would replace or mix "
+                        "with the videos they came from; choose another -o")
     editor = make_editor(config, args)  # the model loads once; each file gets fresh tracks and smoothing
     failed = []
     for path, out in batch_outputs(videos, Path(args.out)).items():

@@ -688,6 +688,12 @@ def test_batch_never_overwrites_an_input_or_another_result(feat_media, tmp_path)
     result = reggan("video", str(folder / "talk.mp4"), "-o", str(folder / "talk.mp4"), "--expression", "happy")
     assert result.returncode == 2 and "is the input itself" in result.stderr
     assert (folder / "talk.mp4").read_bytes() == original
+    # A batch into its own folder is refused once, up front, with the folder left as it was.
+    before = sorted(p.name for p in folder.iterdir())
+    result = reggan("batch", str(folder), "-o", f"{folder}/../{folder.name}", "--expression", "happy")
+    assert result.returncode == 2 and "the output folder is the input folder" in result.stderr
+    assert "FAILED" not in result.stderr and sorted(p.name for p in folder.iterdir()) == before
+    assert (folder / "talk.mp4").read_bytes() == original
 
 
 # --- The model's share of the CPU in file mode -----------------------------------------------------------------
