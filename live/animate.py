@@ -19,7 +19,7 @@ def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionPro
     faces = editor.locate(image)  # the face does not move: find it once
     matrices = [face.matrix for face in faces]
     crops = [editor.aligner.crop(image, matrix) for matrix in matrices]
-    keeps = [face.keep for face in faces]
+    keeps, open_mouths = [face.keep for face in faces], [face.open_mouth for face in faces]
     bends = editor.bends_for(faces)
     for name in set(program.expressions) - {"neutral"}:
         editor.label_of(name)  # a clear error before any frame is written
@@ -29,7 +29,8 @@ def animate_still(image: np.ndarray, editor: PhotoEditor, program: ExpressionPro
     for index in tqdm(range(frames), desc="animate", unit="frame"):
         mix = tuple((name, round(weight / WEIGHT_STEP) * WEIGHT_STEP) for name, weight in program.at(index / fps))
         if mix != last_mix:
-            mixed = [crop.round().clip(0, 255).astype(np.uint8) for crop in synthesize(crops, list(mix), keeps, bends)]
+            synthesized = synthesize(crops, list(mix), keeps, bends, open_mouths)
+            mixed = [crop.round().clip(0, 255).astype(np.uint8) for crop in synthesized]
             last_mix, last_frame = mix, editor.paste_all(image, crops, mixed, matrices)
         sink.write(last_frame)
     return frames

@@ -40,9 +40,11 @@ class SynthesisStage:
         self.lock = contextlib.nullcontext() if getattr(backend, "concurrent_calls", False) else threading.Lock()
 
     def __call__(self, crops: list[np.ndarray], weights: list[tuple[str, float]], keeps: list[np.ndarray],
-                 bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
-        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py) and bend
-        (reggan/anchoring.py; None: unbent) -> synthesized float32 crops (0-255)."""
+                 bends: list[FaceBend | None] | None = None,
+                 open_mouths: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py), bend
+        (reggan/anchoring.py; None: unbent) and open mouth (its part of the keep mask, moved as one piece; None:
+        closed) -> synthesized float32 crops (0-255)."""
         active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
                   if name != "neutral" and w > 0]
         if not crops or not active:
@@ -53,7 +55,8 @@ class SynthesisStage:
         motion = None if moves is None else functools.reduce(np.add, moves)
         with self.lock:
             return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves, motion),
-                                   crops, keeps, bends, None if motion is None else [motion] * len(crops))
+                                   crops, keeps, bends, None if motion is None else [motion] * len(crops),
+                                   open_mouths)
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]], keeps: list[np.ndarray],
                     moves: list[np.ndarray] | None, motion: np.ndarray | None) -> list[np.ndarray]:
@@ -177,8 +180,9 @@ class FrameProcessor:
         if face_frame.repeat or not face_frame.identities or face_frame.skip_synthesis:
             return face_frame
         clock = time.perf_counter()
-        synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in face_frame.faces],
-                                      face_frame.bends)
+        faces = face_frame.faces
+        synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in faces],
+                                      face_frame.bends, [face.open_mouth for face in faces])
         self._timed("synthesize", clock)
         return replace(face_frame, synthesized=synthesized)
 

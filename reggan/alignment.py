@@ -63,13 +63,15 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 class PlacedFace:
     """Where a face sits (image -> crop matrix  # [2, 3]), what of its crop the networks must leave as warped
     (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py), its landmarks in the crop
-    (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py) and the closed
-    eyes' part of ``keep`` alone (``closed_eyes``, the same shape: the video smoothing treats it apart)."""
+    (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py), and the two
+    parts of ``keep`` alone, the same shape: the closed eyes (the video smoothing treats them apart) and the open
+    mouth (the warp moves its inside as one piece, reggan/warp.py ``held_together``)."""
 
     matrix: np.ndarray
     keep: np.ndarray
     points: np.ndarray
     closed_eyes: np.ndarray
+    open_mouth: np.ndarray
 
 
 class Aligner:
@@ -89,7 +91,7 @@ class Aligner:
         matrix = self.matrix_for(landmarks)
         points = transform_points(landmarks, matrix)
         open_mouth, closed_eyes = keep_parts(points, self.resolution)
-        return PlacedFace(matrix, np.maximum(open_mouth, closed_eyes), points, closed_eyes)
+        return PlacedFace(matrix, np.maximum(open_mouth, closed_eyes), points, closed_eyes, open_mouth)
 
     def bend(self, points: np.ndarray) -> FaceBend:
         """The bend that puts a face with these landmarks  # [68, 2] crop pixels onto the template, and back

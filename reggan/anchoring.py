@@ -30,7 +30,7 @@ import math
 import cv2
 import numpy as np
 
-from reggan.warp import displace
+from reggan.warp import displace, held_together
 
 # iBUG 68: the nose 27-35, the eyes' corners 36, 39, 42, 45 and the outer upper lip from corner to corner 48-54. Not
 # the eyelids: they close with every blink and for long stretches of looking down, and on WolfgangLanger_Pexels.mp4
@@ -153,14 +153,18 @@ class FaceBend:
         self._shift = (displacement, shift)
         return shift
 
-    def warp_on_face(self, crop: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+    def warp_on_face(self, crop: np.ndarray, displacement: np.ndarray,
+                     open_mouth: np.ndarray | None = None) -> np.ndarray:
         """The crop moved as its bent version was moved by ``displacement`` (pixels  # [R, R, 2] in the bent frame,
-        ``reggan.warp.Displacements``), sampled once from the crop's own pixels -> float32."""
-        return displace(crop, self.shift_on_face(displacement))
+        ``reggan.warp.Displacements``), sampled once from the crop's own pixels, with the inside of an open mouth
+        (``open_mouth``  # [R, R] on the crop, reggan/open_mouth.py) moved as one piece (``held_together``) ->
+        float32."""
+        return displace(crop, held_together(self.shift_on_face(displacement), open_mouth))
 
 
 def synthesize_bent(synthesize, crops: list[np.ndarray], keeps: list[np.ndarray],
-                    bends: list[FaceBend | None] | None = None, displacements: list[np.ndarray | None] | None = None):
+                    bends: list[FaceBend | None] | None = None, displacements: list[np.ndarray | None] | None = None,
+                    open_mouths: list[np.ndarray | None] | None = None):
     """Run ``synthesize(crops, keeps) -> float crops (0-255)`` on the bent crops and keep masks, and bring each
     result's change back onto its face. A face without a bend (None, or no bends at all) goes through as it is.
 
@@ -169,22 +173,30 @@ def synthesize_bent(synthesize, crops: list[np.ndarray], keeps: list[np.ndarray]
     pixels through the bend, sampled once, and only the appearance the networks added on top of it is bent back.
     Bending back the whole change, the warp too as differences of pixel values, left the face's fine detail where it
     was while the warp moved the rest: a ghost of every moved edge (teeth striped like braces on a talking mouth, a
-    second upper lip on a surprised one, a pale line along a jaw)."""
+    second upper lip on a surprised one, a pale line along a jaw).
+
+    open_mouths: where each face's mouth is open (reggan/open_mouth.py; None: nowhere). The warp moves the inside of
+    an open mouth as one piece (``reggan.warp.held_together``: teeth do not stretch), on a bent face and on an unbent
+    one alike."""
     bends = bends or [None] * len(crops)
     displacements = displacements or [None] * len(crops)
+    open_mouths = open_mouths or [None] * len(crops)
     bent = [crop if bend is None else bend.bend(crop) for crop, bend in zip(crops, bends)]
     bent_keeps = [keep if bend is None else bend.bend(np.ascontiguousarray(keep, dtype=np.float32))
                   for keep, bend in zip(keeps, bends)]
     outputs = synthesize(bent, bent_keeps)
     results = []
-    for crop, bent_crop, output, bend, moved in zip(crops, bent, outputs, bends, displacements):
+    for crop, bent_crop, output, bend, moved, mouth in zip(crops, bent, outputs, bends, displacements, open_mouths):
         output = np.asarray(output, np.float32)
         if bend is None:
+            if moved is not None and mouth is not None and mouth.any():
+                # The networks moved the whole face with their own warp: the open mouth is moved again, held together.
+                output = output + displace(crop, held_together(moved, mouth)) - displace(crop, moved)
             results.append(output)
         elif moved is None:
             results.append(crop.astype(np.float32) + bend.unbend(output - bent_crop.astype(np.float32)))
         else:
-            results.append(bend.warp_on_face(crop, moved) + bend.unbend(output - displace(bent_crop, moved)))
+            results.append(bend.warp_on_face(crop, moved, mouth) + bend.unbend(output - displace(bent_crop, moved)))
     return results
 
 

@@ -48,13 +48,14 @@ class PhotoEditor:
         return [self.aligner.bend(face.points) for face in faces]
 
     def synthesize_crops(self, crops: list[np.ndarray], keeps: list[np.ndarray], expression: str,
-                         intensity: float, bends: list[FaceBend | None] | None = None) -> list[np.ndarray]:
-        """Aligned uint8 crops, their keep masks and bends (``bends_for``; None: unbent) -> synthesized uint8 crops,
-        all in one batch."""
+                         intensity: float, bends: list[FaceBend | None] | None = None,
+                         open_mouths: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Aligned uint8 crops, their keep masks, bends (``bends_for``; None: unbent) and open mouths (moved as one
+        piece; None: closed) -> synthesized uint8 crops, all in one batch."""
         labels = [self.label_of(expression)] * len(crops)
         strengths = [float(np.clip(intensity, 0.0, self.max_intensity))] * len(crops)
         out = synthesize_bent(lambda inputs, masks: synthesize_crops(self.backend, inputs, labels, strengths, masks),
-                              crops, keeps, bends, warp_displacements(self.backend, labels, strengths))
+                              crops, keeps, bends, warp_displacements(self.backend, labels, strengths), open_mouths)
         return [face.round().clip(0, 255).astype(np.uint8) for face in out]
 
     def edit(self, image: np.ndarray, expression: str, intensity: float = 1.0,
@@ -63,7 +64,7 @@ class PhotoEditor:
         faces = faces if faces is not None else self.locate(image)
         crops = [self.aligner.crop(image, face.matrix) for face in faces]
         after = self.synthesize_crops(crops, [face.keep for face in faces], expression, intensity,
-                                      self.bends_for(faces))
+                                      self.bends_for(faces), [face.open_mouth for face in faces])
         return self.paste_all(image, crops, after, [face.matrix for face in faces])
 
     def paste_all(self, image: np.ndarray, before: list[np.ndarray], after: list[np.ndarray],

@@ -5,8 +5,9 @@ laughing, yawning) they painted the training faces' teeth on top of the real mou
 inside that came and went as the person talked. The familiarity gate does not catch it, because lips and teeth
 differ so much between the training faces that an open mouth's colours lie within their spread (on d20.mp4 the gate
 stayed above 0.77 on average inside a wide-open mouth). The landmarks know where the mouth is open, so the caller
-hands the Synthesizer this mask as ``keep``: there the face is only warped (the mouth still widens for a smile, with
-its own inside), and nothing is painted.
+hands the Synthesizer this mask as ``keep``: there the face is only warped, and nothing is painted. The warp moves
+the inside as one piece (reggan/warp.py ``held_together``): the lips widen for a smile around teeth that keep their
+size.
 """
 
 from __future__ import annotations

@@ -190,6 +190,46 @@ def test_the_networks_warp_moves_this_faces_own_pixels_and_leaves_no_ghost():
     assert 6.5 < shift[0] < 8.5 and abs(shift[1]) < 1.0  # moved with the bend's local stretch
 
 
+def teeth_with_a_gap(centre: np.ndarray) -> np.ndarray:
+    """Two bright 'front teeth' side by side with a 2-px dark gap between them, centred on ``centre``."""
+    crop = np.zeros((SIZE, SIZE, 3), np.float32)
+    x, y = np.round(centre).astype(int)
+    crop[y - 4 : y + 4, x - 9 : x - 1] = 255.0
+    crop[y - 4 : y + 4, x + 1 : x + 9] = 255.0
+    return crop
+
+
+def gap_width(image: np.ndarray, row: int) -> int:
+    """How many pixels between the two teeth are dark on a row."""
+    bright = np.nonzero(image[row, :, 0] > 127)[0]
+    return int(np.sum(np.diff(bright) > 1) and (np.diff(bright).max() - 1))
+
+
+def test_the_warp_moves_an_open_mouths_teeth_as_one_piece_bent_or_not():
+    """A smile's warp widens the mouth from its middle; over an open mouth it widened the gap between the front teeth
+    into a dark split (d10.mp4). The open mouth's inside is moved as one piece instead."""
+    from reggan.warp import displace
+
+    face = template()
+    middle = (face[62] + face[66]) / 2  # between the inner lips
+    crop = teeth_with_a_gap(middle)
+    stretch = np.zeros((SIZE, SIZE, 2), np.float32)
+    stretch[..., 0] = (middle[0] - np.arange(SIZE, dtype=np.float32)) * 0.5  # twice as wide about the middle
+    stretch[..., 1] = -3.0  # and 3 px down
+    mouth = np.zeros((SIZE, SIZE), np.float32)
+    x, y = np.round(middle).astype(int)
+    mouth[y - 12 : y + 12, x - 20 : x + 20] = 1.0
+    row = y + 3
+    for bend in (None, FaceBend(face, template(), SIZE)):
+        runs = [synthesize_bent(lambda inputs, masks: [displace(f, stretch) for f in inputs], [crop],
+                                [mouth], [bend], [stretch], open_mouths)[0] for open_mouths in (None, [mouth])]
+        stretched, held = runs
+        assert gap_width(crop, y) == 2 and gap_width(stretched, row) >= 3  # the warp alone splits the teeth
+        assert gap_width(held, row) == 2  # held together: the same gap, moved 3 px down
+        teeth = np.sum(crop[y, :, 0] > 127)  # 16 px of teeth on a row
+        assert np.sum(stretched[row, :, 0] > 127) >= 1.5 * teeth and abs(np.sum(held[row, :, 0] > 127) - teeth) <= 1
+
+
 def test_no_warp_and_no_paint_through_the_bend_give_the_crop_itself():
     image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
     still = np.zeros((SIZE, SIZE, 2), np.float32)

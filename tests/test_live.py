@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import subprocess
 import sys
@@ -184,6 +185,31 @@ def test_bench_times_the_file_loop_as_reggan_video_runs_it(feat_media, tmp_path)
     assert file_loop["clip_fps"] == pytest.approx(30.0, rel=0.01)
     assert file_loop["times_real_time"] == pytest.approx(file_loop["fps"] / file_loop["clip_fps"])
     assert "x real time" in result.stdout
+
+
+def test_the_frame_loop_and_the_photo_editor_hand_the_open_mouth_to_the_warp(processor_factory, astronaut,
+                                                                            monkeypatch):
+    """The astronaut smiles with her mouth open: both paths must move its inside as one piece."""
+    import live.processor
+    import reggan.editor
+    from reggan.from_config import make_editor
+    from reggan.config import load_config
+
+    seen = []
+
+    def recording(original):
+        def wrapper(*args, **kwargs):
+            seen.append(args[5] if len(args) > 5 else kwargs.get("open_mouths"))
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(live.processor, "synthesize_bent", recording(live.processor.synthesize_bent))
+    monkeypatch.setattr(reggan.editor, "synthesize_bent", recording(reggan.editor.synthesize_bent))
+    processor_factory("happy").process(astronaut, 0.0)
+    args = argparse.Namespace(checkpoint=None, refiner=None, device="cpu", backend="torch", precision=None,
+                              regression_only=False, tracker=None, no_bend=False, colour_match=None)
+    make_editor(load_config(), args, frame_loop=False).edit(astronaut, "happy")
+    assert len(seen) == 2 and all(mouths is not None and mouths[0].max() > 0.9 for mouths in seen)
 
 
 def test_a_face_that_appears_mid_stream_fades_in_instead_of_popping(processor_factory, astronaut):

@@ -283,7 +283,7 @@ def test_contact_sheet_labels_wrap_inside_their_column():
 
     face = np.full((64, 64, 3), 120, np.uint8)
     names = ["copy-the-input", "StarGAN-style (our retraining)"]
-    sheet = contact_sheet([(face, None, None)], {name: (lambda crops, *_: list(crops)) for name in names},
+    sheet = contact_sheet([(face, None, None, None)], {name: (lambda crops, *_: list(crops)) for name in names},
                           ["happy", "sad"], tile=80)
     assert sheet.shape == (28 + 2 * 80, 2 * 80 + 3 * 80, 3)
     long_label = sheet[28 + 80:, : 2 * 80]

@@ -85,3 +85,5 @@ def test_the_aligner_places_an_open_mouthed_face_with_its_keep_mask():
     landmarks = mouth(OPEN_AT + 0.05) * 2.0 + [100.0, 50.0]  # in a photo: twice as large, shifted
     placed = aligner.place(landmarks)
     assert np.allclose(placed.keep, open_mouth_mask(mouth(OPEN_AT + 0.05), SIZE), atol=0.02)
+    # The open mouth alone rides along too: the warp moves its inside as one piece (reggan/warp.py held_together).
+    assert np.array_equal(placed.open_mouth, placed.keep) and not placed.closed_eyes.any()

@@ -116,3 +116,27 @@ def test_each_displacement_table_keeps_its_own_scaled_fields():
     assert first(1, 0.5) is first(1, 0.5) and not first(1, 0.5).flags.writeable
     assert first(1, 0.5)[0, 0, 0] == 0.5 and second(1, 0.5)[0, 0, 0] == 1.0
     assert not Displacements(ExpressionWarp(1, 8)).moves
+
+
+def test_an_open_mouth_is_moved_as_one_piece_and_the_rest_of_the_field_as_it_was():
+    from reggan.warp import held_together
+
+    size = 64
+    xs = np.arange(size, dtype=np.float32)
+    field = np.zeros((size, size, 2), np.float32)
+    field[..., 0] = (xs - size / 2) * -0.2  # reads from nearer the middle: the picture stretches out from it
+    field[..., 1] = 1.5
+    field.flags.writeable = False  # the shared tables hand out read-only fields
+    mouth = np.zeros((size, size), np.float32)
+    mouth[28:36, 16:48] = 1.0
+    held = held_together(field, mouth)
+    inside = held[28:36, 16:48]
+    assert np.ptp(inside[..., 0]) < 1e-5 and np.allclose(inside[..., 1], 1.5)  # one translation: no stretch
+    assert np.allclose(inside[..., 0], field[28:36, 16:48, 0].mean(), atol=1e-5)  # the region's mean motion
+    outside = np.ones((size, size), bool)
+    outside[28:36, 16:48] = False
+    assert np.array_equal(held[outside], field[outside])
+    # Partial weight blends; no open mouth leaves the very field.
+    half = held_together(field, mouth * 0.5)
+    assert np.allclose(half[30, 16], (field[30, 16] + held[30, 16]) / 2, atol=1e-5)
+    assert held_together(field, np.zeros_like(mouth)) is field and held_together(field, None) is field

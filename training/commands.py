@@ -177,15 +177,15 @@ def run_distill(args, config, prepared: Path):
 
 
 def placements(prepared: Path, aligner, bend: bool):
-    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes) and its bend onto the template
-    (reggan/anchoring.py; None when ``bend`` is off), from the landmarks `reggan prepare` stored, so the evaluation
-    feeds the model what the tool would. A crop without stored landmarks (a folder assembled by hand) keeps nothing
-    and is not bent."""
+    """Prepared crop path -> its keep mask (reggan/keep.py: open mouth, closed eyes), its bend onto the template
+    (reggan/anchoring.py; None when ``bend`` is off) and its open mouth alone, from the landmarks `reggan prepare`
+    stored, so the evaluation feeds the model what the tool would. A crop without stored landmarks (a folder
+    assembled by hand) keeps nothing and is not bent."""
     import functools
 
     import numpy as np
 
-    from reggan.keep import keep_mask
+    from reggan.keep import keep_parts
     from training.prepare import read_landmarks
 
     try:
@@ -199,10 +199,12 @@ def placements(prepared: Path, aligner, bend: bool):
     def placement_of(path):
         points = landmarks.get(Path(path))
         if points is None:
-            return np.zeros((resolution, resolution), np.float32), None
-        mask = keep_mask(np.asarray(points), resolution)
-        mask.setflags(write=False)  # shared by every caller from now on
-        return mask, aligner.bend(np.asarray(points)) if bend else None
+            return np.zeros((resolution, resolution), np.float32), None, None
+        open_mouth, closed_eyes = keep_parts(np.asarray(points), resolution)
+        mask = np.maximum(open_mouth, closed_eyes)
+        for shared in (mask, open_mouth):
+            shared.setflags(write=False)  # shared by every caller from now on
+        return mask, aligner.bend(np.asarray(points)) if bend else None, open_mouth
 
     return placement_of
 

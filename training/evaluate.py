@@ -31,10 +31,11 @@ from training.judges import JUDGE_CLASSES, SAME_PERSON_THRESHOLD, ExpressionJudg
 
 
 def synthesize_batch(synthesizer: Synthesizer, table: Displacements, crops: list[np.ndarray], expressions: list[str],
-                     keeps: list[np.ndarray], bends: list[FaceBend | None], stage="full"):
-    """Aligned uint8 crops + expression names + keep masks and bends (reggan/keep.py, reggan/anchoring.py; as the
-    tool makes them) -> synthesized uint8 crops (intensity 1). ``table``: the synthesizer's warp as numpy, made once
-    per model.
+                     keeps: list[np.ndarray], bends: list[FaceBend | None],
+                     open_mouths: list[np.ndarray | None] | None = None, stage="full"):
+    """Aligned uint8 crops + expression names + keep masks, bends and open mouths (reggan/keep.py,
+    reggan/anchoring.py; as the tool makes them) -> synthesized uint8 crops (intensity 1). ``table``: the
+    synthesizer's warp as numpy, made once per model.
 
     stage: "full", "regression" (warp + regression layer, no refiner) or "warp" (the expression's motion alone).
     """
@@ -53,7 +54,7 @@ def synthesize_batch(synthesizer: Synthesizer, table: Displacements, crops: list
 
     moves = [table(int(label), 1.0) for label in labels] if table.moves else None
     return [out.round().clip(0, 255).astype(np.uint8)
-            for out in synthesize_bent(synthesize, crops, keeps, bends, moves)]
+            for out in synthesize_bent(synthesize, crops, keeps, bends, moves, open_mouths)]
 
 
 FULL = "RegGAN (full)"  # the method every other row is compared with (``verdict``)
@@ -61,9 +62,9 @@ LITE = "RegGAN lite (distilled refiner)"  # the same model with its narrow refin
 
 
 def build_methods(reggan: Synthesizer, extra: dict[str, Synthesizer] | None = None) -> dict:
-    """Method name -> function(crops, expressions, keeps, bends) -> crops. The warp-only row is there when the model
-    has a warp; ``extra`` rows (the lite refiner, --baseline checkpoints) follow the full model."""
-    methods = {"copy-the-input": lambda crops, expressions, keeps, bends: list(crops)}
+    """Method name -> function(crops, expressions, keeps, bends, open_mouths) -> crops. The warp-only row is there
+    when the model has a warp; ``extra`` rows (the lite refiner, --baseline checkpoints) follow the full model."""
+    methods = {"copy-the-input": lambda crops, expressions, keeps, bends, open_mouths: list(crops)}
     table = Displacements(reggan.warp)
     if table.moves:
         methods["warp only"] = partial(synthesize_batch, reggan, table, stage="warp")
@@ -82,7 +83,8 @@ def face_region(crop: np.ndarray) -> np.ndarray:
 def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int = 16,
              distribution: bool = True, placement_of=None) -> dict:
     """Scores per method, overall and per expression, on prepared held-out rows. ``placement_of``: neutral photo
-    path -> (its keep mask  # [R, R], its bend or None); none given: nothing kept, nothing bent."""
+    path -> (its keep mask  # [R, R], its bend or None, its open mouth  # [R, R]); none given: nothing kept, nothing
+    bent."""
     targets_of: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
         if row["expression"] in expressions:
@@ -103,10 +105,11 @@ def evaluate(rows: list[dict], methods: dict, expressions: list[str], batch: int
         for start in tqdm(range(0, len(jobs), batch), desc=name, unit="batch", leave=False):
             chunk = jobs[start : start + batch]
             inputs = [read_rgb(neutral) for neutral, _ in chunk]
-            placements = [placement_of(neutral) if placement_of else (np.zeros(face.shape[:2], np.float32), None)
+            placements = [placement_of(neutral) if placement_of
+                          else (np.zeros(face.shape[:2], np.float32), None, None)
                           for face, (neutral, _) in zip(inputs, chunk)]
-            batch_outputs = method(inputs, [expression for _, expression in chunk],
-                                   [keep for keep, _ in placements], [bend for _, bend in placements])
+            keeps, bends, open_mouths = (list(column) for column in zip(*placements))
+            batch_outputs = method(inputs, [expression for _, expression in chunk], keeps, bends, open_mouths)
             outputs += batch_outputs
             probabilities = expression_judge.probabilities(batch_outputs)
             for (neutral, expression), source, output, probability in zip(chunk, inputs, batch_outputs, probabilities):
@@ -161,8 +164,8 @@ def optional_qualiclip():
 
 
 def aligned_faces(paths: list, aligner, tracker, bend: bool = True) -> list[tuple]:
-    """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R] and its bend (None
-    when ``bend`` is off) as the tool makes them; stills without a face are left out."""
+    """The largest face of each still, aligned  # [R, R, 3] uint8, with its keep mask  # [R, R], its bend (None
+    when ``bend`` is off) and its open mouth  # [R, R] as the tool makes them; stills without a face are left out."""
     from reggan.trackers import find_faces
 
     faces = []
@@ -172,7 +175,7 @@ def aligned_faces(paths: list, aligner, tracker, bend: bool = True) -> list[tupl
         if found:
             placed = aligner.place(found[0])
             face_bend = aligner.bend(placed.points) if bend else None
-            faces.append((aligner.crop(image, placed.matrix), placed.keep, face_bend))
+            faces.append((aligner.crop(image, placed.matrix), placed.keep, face_bend, placed.open_mouth))
     return faces
 
 
@@ -181,13 +184,13 @@ def evaluate_stills(paths: list, methods: dict, expressions: list[str], aligner,
     from training.quality import NIQE
 
     faces = aligned_faces(paths, aligner, tracker, bend)
-    crops, keeps, bends = (list(column) for column in zip(*faces)) if faces else ([], [], [])
+    crops, keeps, bends, open_mouths = (list(column) for column in zip(*faces)) if faces else ([], [], [], [])
     expression_judge, identity_judge, niqe = ExpressionJudge(), IdentityJudge(), NIQE()
     results = {}
     for name, method in methods.items():
         per_job, outputs_all = [], []
         for expression in expressions:
-            outputs = method(crops, [expression] * len(crops), keeps, bends)
+            outputs = method(crops, [expression] * len(crops), keeps, bends, open_mouths)
             outputs_all += outputs
             for source, output, probability in zip(crops, outputs, expression_judge.probabilities(outputs)):
                 per_job.append({
@@ -337,16 +340,16 @@ def label_tile(text: str, width: int, height: int, scale: float = 0.45) -> np.nd
 
 
 def contact_sheet(faces: list[tuple], methods: dict, expressions: list[str], tile: int = 80) -> np.ndarray:
-    """Rows: each input (crop, keep mask, bend) x each method; columns: the method's name, the input, then each
-    expression  # [H, W, 3] uint8."""
+    """Rows: each input (crop, keep mask, bend, open mouth) x each method; columns: the method's name, the input,
+    then each expression  # [H, W, 3] uint8."""
     import cv2
 
     label_width = 2 * tile  # room for names such as "StarGAN-style (our retraining)" in three lines
     rows = []
-    for crop, keep, bend in faces:
+    for crop, keep, bend, open_mouth in faces:
         for name, method in methods.items():
             count = len(expressions)
-            outputs = method([crop] * count, expressions, [keep] * count, [bend] * count)
+            outputs = method([crop] * count, expressions, [keep] * count, [bend] * count, [open_mouth] * count)
             tiles = [cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA) for image in [crop, *outputs]]
             rows.append(np.hstack([label_tile(name, label_width, tile), *tiles]))
     header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
