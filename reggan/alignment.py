@@ -7,14 +7,14 @@ sees sits on the same template, and the live loop must show the model the crops 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from reggan.anchoring import FaceBend
-from reggan.keep import keep_parts
+from reggan.keep import joined, keep_parts
 
 # The similarity transform is fit on the eyes and nose (iBUG 27-47): they barely move with expression, so a smile
 # or an open mouth does not shift the crop, and the regression sees the mouth move inside a fixed frame.
@@ -65,13 +65,17 @@ class PlacedFace:
     (``keep``  # [R, R] in [0, 1]: its open mouth and closed eyes, reggan/keep.py), its landmarks in the crop
     (``points``  # [68, 2] crop pixels: how its features lie off the template, reggan/anchoring.py), and the two
     parts of ``keep`` alone, the same shape: the closed eyes (the video smoothing treats them apart) and the open
-    mouth (the warp moves its inside as one piece, reggan/warp.py ``held_together``)."""
+    mouth (the warp moves its inside as one piece, reggan/warp.py ``held_together``). ``keep`` is made from the two
+    parts, once."""
 
     matrix: np.ndarray
-    keep: np.ndarray
     points: np.ndarray
     closed_eyes: np.ndarray
     open_mouth: np.ndarray
+    keep: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.keep = joined(self.open_mouth, self.closed_eyes)
 
 
 class Aligner:
@@ -91,7 +95,7 @@ class Aligner:
         matrix = self.matrix_for(landmarks)
         points = transform_points(landmarks, matrix)
         open_mouth, closed_eyes = keep_parts(points, self.resolution)
-        return PlacedFace(matrix, np.maximum(open_mouth, closed_eyes), points, closed_eyes, open_mouth)
+        return PlacedFace(matrix, points, closed_eyes, open_mouth)
 
     def bend(self, points: np.ndarray) -> FaceBend:
         """The bend that puts a face with these landmarks  # [68, 2] crop pixels onto the template, and back

@@ -20,6 +20,11 @@ def keep_parts(points: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndar
     return open_mouth_mask(points, resolution), closed_eyes_mask(points, resolution)
 
 
+def joined(open_mouth: np.ndarray, closed_eyes: np.ndarray) -> np.ndarray:
+    """The two parts  # [R, R] each (``keep_parts``) -> the keep mask they make together  # [R, R]."""
+    return np.maximum(open_mouth, closed_eyes)
+
+
 def keep_mask(points: np.ndarray, resolution: int) -> np.ndarray:
     """Landmarks in crop coordinates  # [68, 2] -> where the networks must paint nothing  # [R, R] float32 in [0, 1]."""
-    return np.maximum(*keep_parts(points, resolution))
+    return joined(*keep_parts(points, resolution))

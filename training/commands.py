@@ -185,7 +185,7 @@ def placements(prepared: Path, aligner, bend: bool):
 
     import numpy as np
 
-    from reggan.keep import keep_parts
+    from reggan.keep import joined, keep_parts
     from training.prepare import read_landmarks
 
     try:
@@ -201,7 +201,7 @@ def placements(prepared: Path, aligner, bend: bool):
         if points is None:
             return np.zeros((resolution, resolution), np.float32), None, None
         open_mouth, closed_eyes = keep_parts(np.asarray(points), resolution)
-        mask = np.maximum(open_mouth, closed_eyes)
+        mask = joined(open_mouth, closed_eyes)
         for shared in (mask, open_mouth):
             shared.setflags(write=False)  # shared by every caller from now on
         return mask, aligner.bend(np.asarray(points)) if bend else None, open_mouth
