@@ -90,7 +90,8 @@ def run_pipeline_benchmark(processor, video_path, frames: int = 200, resize: tup
     scratch.unlink(missing_ok=True)
     total = time.perf_counter() - started
     stages = {"decode": timings["decode"]}
-    for name in ("track: detect + landmarks", "track: landmarks only", "align", "synthesize", "smooth", "composite"):
+    for name in ("track: detect + landmarks", "track: landmarks only", "align", "flow", "synthesize", "smooth",
+                 "composite"):
         stages[name] = processor.timings[name]
     if processor.timings["repeat"]:
         stages["repeated frame: last change pasted again"] = processor.timings["repeat"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from reggan.config import with_overrides
 from reggan.errors import UserError
-from reggan.from_config import (bend_time, clamped_intensity, cores_shared_with_the_file_loop, make_editor,
-                                synthesis_interval)
+from reggan.from_config import (bend_time, clamped_intensity, cores_shared_with_the_file_loop, fine_flow,
+                                make_editor, synthesis_interval)
 
 
 def run_animate(args, config):
@@ -48,7 +48,7 @@ def make_processor(config, args, controller, editor=None, live: bool = False):
     every = synthesis_interval(config, args, editor.backend, live)
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
-                          bend_time(config, args), editing["fade_in"])
+                          bend_time(config, args), editing["fade_in"], fine_flow(config, live))
 
 
 def make_controller(config, args):

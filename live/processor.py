@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from live.smoothing import ChangeSmoother, FadeIn, LastChange, RepeatedFrames
+from live.smoothing import ChangeSmoother, CropMotion, FadeIn, LastChange, RepeatedFrames, grey_of
 from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
 from reggan.backends import synthesize_crops, warp_displacements
@@ -93,6 +93,7 @@ class FaceFrame:
     fresh: list[bool] = field(default_factory=list)
     faces: list[PlacedFace] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)  # aligned, [R, R, 3] uint8
+    motions: list[CropMotion] = field(default_factory=list)  # each crop's optical flow back to its track's last one
     regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # each crop's footprint in the image
     bends: list[FaceBend | None] = field(default_factory=list)
     weights: list[tuple[str, float]] | None = None
@@ -105,11 +106,14 @@ class FaceFrame:
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
                  smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1,
-                 bend_time: float | None = 2.0, fade_in: float = 0.25):
+                 bend_time: float | None = 2.0, fade_in: float = 0.25, fine_flow: bool = True):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
-        self.smoother = ChangeSmoother(smoothing)
+        self.smoother = ChangeSmoother(smoothing, fine_flow=fine_flow)
+        # Each track's last observed crop (grey): what its next crop's optical flow is measured against, ahead of the
+        # smoother, which takes the change last taken on that very crop.
+        self.last_greys: dict[int, np.ndarray] = {}
         self.fade_in = FadeIn(fade_in)
         # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
         # geometry only; None: no bending.
@@ -159,10 +163,15 @@ class FrameProcessor:
         self.fade_in.update([track.identity for track in tracks], timestamp)
         if not tracks:
             self.repeats.forget()
+            self.last_greys = {}
             return FaceFrame(frame, timestamp)
         faces = [self.aligner.place(track.landmarks) for track in tracks]
         matrices = [face.matrix for face in faces]
-        crops = [self.aligner.crop(frame, matrix) for matrix in matrices]
+        crops = [self.aligner.crop(frame, matrix, antialias=True) for matrix in matrices]
+        greys = [grey_of(crop) for crop in crops]
+        motions = [CropMotion(grey, None if track.fresh else self.last_greys.get(track.identity), None)
+                   for track, grey in zip(tracks, greys)]
+        self.last_greys = {track.identity: grey for track, grey in zip(tracks, greys)}
         regions = self.repeats.remember(frame, matrices, weights)
         shares = [self.fade_in.share(track.identity, timestamp) for track in tracks]
         if min(shares) < 1:
@@ -171,14 +180,22 @@ class FrameProcessor:
         bends = self._face_bends(tracks, faces, timestamp)
         self._timed("align", clock)
         return FaceFrame(frame, timestamp, identities=[track.identity for track in tracks],
-                         fresh=[track.fresh for track in tracks], faces=faces, crops=crops, regions=regions,
-                         bends=bends, weights=weights, steady=steady, shares=shares,
+                         fresh=[track.fresh for track in tracks], faces=faces, crops=crops, motions=motions,
+                         regions=regions, bends=bends, weights=weights, steady=steady, shares=shares,
                          skip_synthesis=steady and self._may_skip(tracks))
 
     def synthesize_faces(self, face_frame: FaceFrame) -> FaceFrame:
-        """The frame with its faces synthesized, unless there are none or this frame's synthesis is skipped."""
-        if face_frame.repeat or not face_frame.identities or face_frame.skip_synthesis:
+        """The frame with its faces' motion measured and, unless this frame's synthesis is skipped, synthesized: the
+        steps that wait for no other frame's output, which the file loop runs for several frames at once."""
+        if face_frame.repeat or not face_frame.identities:
             return face_frame
+        clock = time.perf_counter()
+        face_frame = replace(face_frame, motions=[self.smoother.motion(motion.grey, motion.previous)
+                                                  for motion in face_frame.motions])
+        self._timed("flow", clock)
+        return face_frame if face_frame.skip_synthesis else self._synthesized(face_frame)
+
+    def _synthesized(self, face_frame: FaceFrame) -> FaceFrame:
         clock = time.perf_counter()
         faces = face_frame.faces
         synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in faces],
@@ -199,13 +216,13 @@ class FrameProcessor:
         smoothed = self._carry(face_frame) if face_frame.skip_synthesis else None
         if smoothed is None:
             if face_frame.synthesized is None:  # nothing could be carried (a cut): synthesize after all
-                face_frame = self.synthesize_faces(replace(face_frame, skip_synthesis=False))
+                face_frame = self._synthesized(face_frame)
                 clock = time.perf_counter()
             smoothed = [self.smoother(identity, crop, new, face_frame.timestamp, fresh, face.keep, face_frame.steady,
-                                      face.closed_eyes)
-                        for identity, fresh, face, crop, new in zip(face_frame.identities, face_frame.fresh,
-                                                                    face_frame.faces, face_frame.crops,
-                                                                    face_frame.synthesized)]
+                                      face.closed_eyes, motion)
+                        for identity, fresh, face, crop, new, motion in zip(
+                            face_frame.identities, face_frame.fresh, face_frame.faces, face_frame.crops,
+                            face_frame.synthesized, face_frame.motions)]
         clock = self._timed("smooth", clock)
         result = face_frame.image
         for share, crop, new, face in zip(face_frame.shares, face_frame.crops, smoothed, face_frame.faces):
@@ -235,6 +252,6 @@ class FrameProcessor:
 
     def _carry(self, face_frame: FaceFrame) -> list[np.ndarray] | None:
         """Every face's last change carried onto its crop; None when some face has nothing to carry."""
-        carried = [self.smoother.carry(identity, crop, face_frame.timestamp)
-                   for identity, crop in zip(face_frame.identities, face_frame.crops)]
+        carried = [self.smoother.carry(identity, crop, face_frame.timestamp, motion)
+                   for identity, crop, motion in zip(face_frame.identities, face_frame.crops, face_frame.motions)]
         return None if any(crop is None for crop in carried) else carried

@@ -26,6 +26,8 @@ averaged away. Where that flow cannot be trusted, the change is taken as synthes
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -33,38 +35,74 @@ import numpy as np
 from reggan.warp import pixel_grid
 
 
+def grey_of(crop: np.ndarray) -> np.ndarray:
+    """An RGB crop's grey picture, what its optical flow is measured on  # [R, R] uint8."""
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+
+
+class CropFlow:
+    """Optical flow between two aligned grey crops, current -> previous (where each pixel came from)  # [R, R, 2].
+
+    DIS at its fastest preset, refined down to full resolution (``fine``) or to half. Where the flow is wrong, the
+    carried change slides off the skin, and that was most of the flicker left. Half instead of the preset's quarter:
+    flicker 1.19 -> 1.15 on the evaluation clips (first 120 frames), 1.8 ms a face on 2 CPU cores. Full: every
+    clip 0.005-0.02 lower again (the six clips' mean 1.113 -> 1.098, the judge's probability of happy unchanged),
+    for 4-5 ms more a face: the file loop measures it ahead, on its synthesis workers, where it costs little time,
+    and a live camera, where it would add to every frame's latency, keeps half ([edit].smoothing_flow). The medium
+    preset at half resolution got less far for more; sparser patches at full resolution (stride 5-6) lost most of
+    the gain."""
+
+    def __init__(self, fine: bool = True):
+        self.finest_scale = 0 if fine else 1
+        self.per_thread = threading.local()  # a DIS object holds its buffers, so one per thread that measures
+
+    def __call__(self, grey: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        dis = getattr(self.per_thread, "dis", None)
+        if dis is None:
+            dis = self.per_thread.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+            dis.setFinestScale(self.finest_scale)
+        return dis.calc(grey, previous, None)
+
+
+@dataclass
+class CropMotion:
+    """A face crop's grey picture, the same track's previous one (None: a new track) and the flow between them
+    (None: not measured). The file loop measures it beside the synthesis, frames side by side, instead of in the
+    smoother, which must take frames one after another."""
+
+    grey: np.ndarray  # [R, R] uint8
+    previous: np.ndarray | None
+    flow: np.ndarray | None  # [R, R, 2] float32
+
+
 class ChangeSmoother:
     """Per track: the change (synthesized crop minus crop), moved along the crop's optical flow and averaged with a
-    time constant in seconds (0 turns smoothing off)."""
+    time constant in seconds (0 turns smoothing off). The flow may be measured ahead (``motion``, ``CropMotion``);
+    where it is not, the smoother measures it itself."""
 
-    def __init__(self, time_constant: float = 0.5, mismatch_level: float = 10.0, cut_threshold: float = 40.0):
+    def __init__(self, time_constant: float = 0.5, mismatch_level: float = 10.0, cut_threshold: float = 40.0,
+                 fine_flow: bool = True):
         self.time_constant = time_constant
         # Grey levels of flow-compensated mismatch (blurred) above which the carried change is trusted less; at
         # twice this it is not used at all. Compression noise and sensor noise stay well under 10.
         self.mismatch_level = mismatch_level
         self.cut_threshold = cut_threshold
-        # DIS at its fastest preset, but refined down to half resolution instead of a quarter: where the flow is
-        # wrong the carried change slides off the skin, and that was most of the flicker left. Measured on the
-        # evaluation clips (first 120 frames, full model): flicker 1.19 -> 1.15, and the expression a little
-        # stronger (the judge's mean probability of happy 0.486 -> 0.493: a change that slides less is blurred less),
-        # for 1.2 ms more a face (1.8 ms in all on 2 CPU cores). The medium preset got 0.01 further for 5.5 ms;
-        # half resolution with sparser patches (stride 6) only half as far.
-        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self.flow.setFinestScale(1)
+        self.flow = CropFlow(fine_flow)
         # id -> (change, grey crop, time, closed eyes: None when none are)
         self.state: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray | None]] = {}
 
     def __call__(self, identity: int, crop: np.ndarray, synthesized: np.ndarray, timestamp: float, fresh: bool,
                  keep: np.ndarray | None = None, steady: bool = True,
-                 closed_eyes: np.ndarray | None = None) -> np.ndarray:
+                 closed_eyes: np.ndarray | None = None, motion: CropMotion | None = None) -> np.ndarray:
         """crop  # [R, R, 3] uint8; synthesized  # [R, R, 3] float32 0-255; keep  # [R, R] 0-1 (open mouth and closed
         eyes); closed_eyes  # [R, R] 0-1, the closed eyes' part of ``keep``; steady: the target expression is the same
-        as on the previous frame. Returns the smoothed crop."""
+        as on the previous frame; motion: this crop's, measured ahead. Returns the smoothed crop."""
         crop_values = crop.astype(np.float32)
         change = synthesized - crop_values
-        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        grey = motion.grey if motion is not None else grey_of(crop)
         previous = self.state.get(identity)
-        carried = self._carry(grey, previous, timestamp) if not fresh and steady and self.time_constant > 0 else None
+        carried = (self._carry(grey, previous, timestamp, motion)
+                   if not fresh and steady and self.time_constant > 0 else None)
         if carried is not None:
             carried_change, weight, carried_eyes = carried
             if keep is not None:
@@ -80,11 +118,12 @@ class ChangeSmoother:
         self.state[identity] = (change, grey, timestamp, eyes)
         return crop_values + change
 
-    def carry(self, identity: int, crop: np.ndarray, timestamp: float) -> np.ndarray | None:
+    def carry(self, identity: int, crop: np.ndarray, timestamp: float,
+              motion: CropMotion | None = None) -> np.ndarray | None:
         """The crop with the last change carried onto it and no new one (a frame the synthesizer skips), faded where
         the crop no longer matches; None when there is nothing to carry (no change yet, a cut)."""
-        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-        carried = self._carry(grey, self.state.get(identity), timestamp)
+        grey = motion.grey if motion is not None else grey_of(crop)
+        carried = self._carry(grey, self.state.get(identity), timestamp, motion)
         if carried is None:
             return None
         change = carried[0] * carried[1][..., None]
@@ -92,7 +131,7 @@ class ChangeSmoother:
         return crop.astype(np.float32) + change
 
     def _carry(self, grey: np.ndarray, previous: tuple[np.ndarray, np.ndarray, float, np.ndarray | None] | None,
-               timestamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+               timestamp: float, motion: CropMotion | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """The previous change moved along the optical flow onto this crop, how far to trust it per pixel (1, or less
         where the flow-moved previous crop does not match this one) and where the eyes were closed, moved the same
         way (None when none were)  # [R, R, 3], [R, R], [R, R]."""
@@ -101,7 +140,10 @@ class ChangeSmoother:
         old_change, old_grey, old_time, old_eyes = previous
         if timestamp <= old_time or cv2.absdiff(grey, old_grey).mean() > self.cut_threshold:
             return None
-        flow = self.flow.calc(grey, old_grey, None)  # current -> previous: where each pixel came from
+        # The flow measured ahead is used only if it was measured against the very crop this track's change was
+        # last taken on; otherwise it is measured here.
+        measured_ahead = motion is not None and motion.flow is not None and motion.previous is old_grey
+        flow = motion.flow if measured_ahead else self.flow(grey, old_grey)
         where_from = pixel_grid(*grey.shape) + flow
 
         def moved(image: np.ndarray) -> np.ndarray:
@@ -111,6 +153,12 @@ class ChangeSmoother:
         mismatch = cv2.GaussianBlur(cv2.absdiff(carried_grey, grey).astype(np.float32), (0, 0), 2)
         carried_eyes = None if old_eyes is None else moved(np.ascontiguousarray(old_eyes, dtype=np.float32))
         return carried, np.clip(2 - mismatch / self.mismatch_level, 0, 1), carried_eyes
+
+    def motion(self, grey: np.ndarray, previous: np.ndarray | None) -> CropMotion:
+        """A crop's motion since the track's previous crop, measured ahead of the smoother, on any thread: the flow
+        is what it would measure itself (None when it will not carry: no previous crop, or smoothing off)."""
+        measure = previous is not None and self.time_constant > 0
+        return CropMotion(grey, previous, self.flow(grey, previous) if measure else None)
 
     def forget_except(self, identities: set[int]) -> None:
         for identity in list(self.state):

@@ -96,3 +96,33 @@ def test_colour_matching_removes_a_tint_but_keeps_what_the_expression_adds(astro
     assert np.abs((matched - before)[inside].mean(axis=0)).max() < 1.0
     assert np.abs((tinted - before)[inside].mean(axis=0)).max() > 20
     assert matched[150:170, 100:156].mean() > before[150:170, 100:156].mean() + 50
+
+
+def grating(size: int, period: float, shift: float = 0.0) -> np.ndarray:
+    """Vertical stripes finer than a shrunk crop can hold  # [size, size, 3] uint8."""
+    x = np.arange(size, dtype=np.float64) + shift
+    row = 128 + 100 * np.sin(2 * np.pi * x / period)
+    return np.repeat(np.tile(row, (size, 1))[..., None], 3, axis=2).round().astype(np.uint8)
+
+
+def test_an_antialiased_crop_is_the_crop_of_the_low_passed_frame_and_loses_the_aliased_stripes():
+    import cv2
+
+    aligner = Aligner(64)
+    frame = grating(256, period=2.5)
+    matrix = np.array([[0.6, 0.0, -40.0], [0.0, 0.6, -30.0]])  # shrinks to 0.6 around the frame's middle
+    plain, antialiased = aligner.crop(frame, matrix), aligner.crop(frame, matrix, antialias=True)
+    # Only the face's footprint is blurred, and the matrix moved to it: the same as blurring the whole frame.
+    sigma = 0.5 * np.sqrt(1 / 0.6**2 - 1)
+    whole = aligner.crop(cv2.GaussianBlur(frame, (0, 0), sigma), matrix)
+    assert np.abs(antialiased.astype(int) - whole.astype(int)).max() <= 1
+    # The stripes (2.5 px, 1.5 px once shrunk: past what 64 px can hold) come out as a false, coarser pattern that
+    # moves differently from the face; low-passed first, far less of it is left.
+    assert antialiased.std() < 0.5 * plain.std()
+
+
+def test_a_crop_that_enlarges_the_face_is_not_blurred():
+    aligner = Aligner(64)
+    frame = grating(128, period=6.0)
+    matrix = np.array([[1.5, 0.0, -20.0], [0.0, 1.5, -20.0]])
+    assert np.array_equal(aligner.crop(frame, matrix, antialias=True), aligner.crop(frame, matrix))

@@ -157,6 +157,33 @@ def test_synthesizing_every_other_frame_halves_the_synthesizer_calls(processor_f
     assert min(face_change) > 0.5 * max(face_change)
 
 
+def test_the_optical_flow_is_measured_beside_the_synthesis_not_in_frame_order(processor_factory, astronaut):
+    # The file loop runs ``synthesize_faces`` for several frames at once and ``finish`` one after another: the
+    # smoother's flow belongs to the first, where it costs no waiting.
+    processor = processor_factory("happy")
+    measured = processor.smoother.flow
+    calls = []
+    processor.smoother.flow = lambda grey, previous: calls.append(1) or measured(grey, previous)
+    frames = [np.ascontiguousarray(np.roll(astronaut, 3 * index, axis=1)) for index in range(4)]
+    prepared = [processor.prepare(frame, index / 25) for index, frame in enumerate(frames)]
+    assert len(calls) == 3  # every frame but the first, whose track is new
+    assert [face_frame.motions[0].flow is None for face_frame in prepared] == [True, False, False, False]
+    for face_frame in prepared:
+        processor.finish(face_frame)
+    assert len(calls) == 3  # the smoother used them and measured none itself
+
+
+@pytest.mark.parametrize("setting, live, fine", [("auto", False, True), ("auto", True, False), ("half", False, False),
+                                                 ("full", True, True)])
+def test_smoothing_flow_setting(setting, live, fine):
+    from reggan.errors import UserError
+    from reggan.from_config import fine_flow
+
+    assert fine_flow({"edit": {"smoothing_flow": setting}}, live) is fine
+    with pytest.raises(UserError, match="choose auto, full or half"):
+        fine_flow({"edit": {"smoothing_flow": "quarter"}}, live)
+
+
 def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, astronaut, tmp_path):
     # A clip whose frames repeat (frame-rate conversion): the stage table must not assume every frame is tracked.
     from export.benchmark import run_pipeline_benchmark

@@ -72,7 +72,7 @@ def test_an_average_at_fixed_pixels_would_lag_behind_the_moving_spot():
         return float(np.mean(errors[10:]))
 
     fixed = ChangeSmoother(time_constant=0.5, mismatch_level=1e9)
-    fixed.flow = type("NoFlow", (), {"calc": staticmethod(lambda a, b, _: np.zeros((*a.shape, 2), np.float32))})()
+    fixed.flow = lambda grey, previous: np.zeros((*grey.shape, 2), np.float32)  # no motion: fixed pixels
     assert error_after_settling(fixed) > 3 * error_after_settling(ChangeSmoother(time_constant=0.5))
 
 
@@ -219,3 +219,47 @@ def test_a_face_that_comes_in_later_gets_its_change_gradually():
     no_fade.update([], 0.0)
     no_fade.update([3], 5.0)
     assert no_fade.share(3, 5.0) == 1.0
+
+
+def test_a_flow_measured_ahead_is_used_only_against_the_crop_the_change_was_taken_on():
+    from live.smoothing import CropMotion, grey_of
+
+    frames = list(sliding_face(frames=3))
+    on_its_own, ahead, stale = (ChangeSmoother(time_constant=0.5) for _ in range(3))
+    previous_grey = None
+    for index, (time, crop, synthesized, _) in enumerate(frames):
+        grey = grey_of(crop)
+        motion = ahead.motion(grey, previous_grey)  # what the file loop's workers hand the smoother
+        expected = on_its_own(0, crop, synthesized, time, fresh=index == 0)
+        assert np.array_equal(ahead(0, crop, synthesized, time, fresh=index == 0, motion=motion), expected)
+        # A flow measured against some other crop (here: with nonsense in it) is not trusted: measured anew.
+        wrong = CropMotion(grey, grey_of(crop), np.full(grey.shape + (2,), 9.0, np.float32))
+        assert np.array_equal(stale(0, crop, synthesized, time, fresh=index == 0, motion=wrong), expected)
+        previous_grey = grey
+    assert motion.flow is not None and ahead.motion(grey, None).flow is None  # a new track has nothing to carry
+    assert ChangeSmoother(time_constant=0).motion(grey, previous_grey).flow is None  # smoothing off: none needed
+
+
+def talking(frames: int = 30, speed: float = 0.8):
+    """Like ``sliding_face``, but only the crop's lower half slides (lips moving against a still face), without
+    shimmer: the motion breaks off along a line, as it does at a talking mouth."""
+    texture, spot = skin(), blob(SIZE / 2)
+    half = SIZE // 2
+    for index in range(frames):
+        crop, exact = window(texture, 0), window(spot, 0)
+        crop[half:], exact[half:] = window(texture, index * speed)[half:], window(spot, index * speed)[half:]
+        crop = crop.round().clip(0, 255).astype(np.uint8)
+        yield index / FPS, crop, crop.astype(np.float32) + exact, exact
+
+
+def test_the_flow_refined_to_full_resolution_keeps_the_change_on_a_talking_mouth():
+    def error(fine: bool) -> float:
+        smoother, errors = ChangeSmoother(time_constant=0.5, fine_flow=fine), []
+        for index, (time, crop, synthesized, exact) in enumerate(talking()):
+            out = smoother(0, crop, synthesized, time, fresh=index == 0)
+            if index >= 10:
+                errors.append(np.abs(out - crop - exact)[16:-16, 16:-16].mean())
+        return float(np.mean(errors))
+
+    # Half resolution smears the motion across the line where it breaks off (measured: 0.17 against 0.09).
+    assert error(fine=True) < 0.7 * error(fine=False)
