@@ -2,8 +2,8 @@
 
 Each stage is a small object; ``FrameProcessor`` wires them in steps. ``observe`` tracks a frame's faces, aligns
 and crops them (each frame's tracks follow the last frame's, so frames are observed in order); ``synthesize_faces``
-runs the model on them, which waits for no other frame, so the file loop runs it for several frames at once
-(live/loop.py); ``finish`` smooths the change, pastes it back and remembers it, in frame order. ``prepare`` is the
+measures each face's optical flow back to its last crop and runs the model on them, which waits for no other
+frame's output, so the file loop runs it for several frames at once (live/loop.py); ``finish`` smooths the change, pastes it back and remembers it, in frame order. ``prepare`` is the
 first two and ``process`` all three, for a single frame, with no threads, so every stage can be tested on one
 frame. The loop owns the concurrency.
 """

@@ -46,7 +46,7 @@ class CropFlow:
     DIS at its fastest preset, refined down to full resolution (``fine``) or to half. Where the flow is wrong, the
     carried change slides off the skin, and that was most of the flicker left. Half instead of the preset's quarter:
     flicker 1.19 -> 1.15 on the evaluation clips (first 120 frames), 1.8 ms a face on 2 CPU cores. Full: every
-    clip 0.005-0.02 lower again (the six clips' mean 1.113 -> 1.098, the judge's probability of happy unchanged),
+    clip 0.007-0.02 lower again (the six clips' mean 1.113 -> 1.098, the judge's probability of happy unchanged),
     for 4-5 ms more a face: the file loop measures it ahead, on its synthesis workers, where it costs little time,
     and a live camera, where it would add to every frame's latency, keeps half ([edit].smoothing_flow). The medium
     preset at half resolution got less far for more; sparser patches at full resolution (stride 5-6) lost most of

@@ -95,7 +95,7 @@ def bend_time(config, args) -> float | None:
 
 def fine_flow(config, live: bool) -> bool:
     """Whether the video smoothing refines its optical flow to full resolution ([edit].smoothing_flow): full, half,
-    or auto, full for files and half for a live camera. Full lowers every evaluation clip's flicker by 0.005-0.02
+    or auto, full for files and half for a live camera. Full lowers every evaluation clip's flicker by 0.007-0.02
     for 4-5 ms more a face: the file loop measures it on its synthesis workers, beside the model, but live every
     millisecond is latency (live/smoothing.py ``CropFlow``)."""
     choice = config["edit"].get("smoothing_flow", "auto")
