@@ -48,7 +48,8 @@ def make_processor(config, args, controller, editor=None, live: bool = False):
     every = synthesis_interval(config, args, editor.backend, live)
     return FrameProcessor(tracker, editor.backend, controller, editing["feather"], editing["max_intensity"],
                           editing["smoothing"], editor.compositor.colour_match, every,
-                          bend_time(config, args), editing["fade_in"], fine_flow(config, live))
+                          bend_time(config, args), editing["fade_in"], fine_flow(config, live),
+                          editing.get("lips_own_brightness", True))
 
 
 def make_controller(config, args):

@@ -25,6 +25,7 @@ from reggan.alignment import Aligner, PlacedFace
 from reggan.anchoring import FaceBend, VideoBends, synthesize_bent
 from reggan.backends import synthesize_crops, warp_displacements
 from reggan.compositing import FeatheredCompositor
+from reggan.lips import lips_kept, warped_lips
 from reggan.warp import displace
 
 
@@ -45,8 +46,7 @@ class SynthesisStage:
         """Aligned uint8 crops, [(expression, weight)], each crop's keep mask  # [R, R] (reggan/keep.py), bend
         (reggan/anchoring.py; None: unbent) and open mouth (its part of the keep mask, moved as one piece; None:
         closed) -> synthesized float32 crops (0-255)."""
-        active = [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
-                  if name != "neutral" and w > 0]
+        active = self._active(weights)
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
         moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
@@ -57,6 +57,17 @@ class SynthesisStage:
             return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves, motion),
                                    crops, keeps, bends, None if motion is None else [motion] * len(crops),
                                    open_mouths)
+
+    def _active(self, weights: list[tuple[str, float]]) -> list[tuple[int, float]]:
+        """[(expression, weight)] -> [(label, strength)] of those that change the face."""
+        return [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
+                if name != "neutral" and w > 0]
+
+    def motion(self, weights: list[tuple[str, float]]) -> np.ndarray | None:
+        """The warp's field for these weights  # [R, R, 2] (None: no warp, or nothing to change)."""
+        active = self._active(weights)
+        moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
+        return None if not active or moves is None else functools.reduce(np.add, moves)
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]], keeps: list[np.ndarray],
                     moves: list[np.ndarray] | None, motion: np.ndarray | None) -> list[np.ndarray]:
@@ -106,7 +117,8 @@ class FaceFrame:
 class FrameProcessor:
     def __init__(self, tracker, backend, controller, feather: float = 0.08, max_intensity: float = 1.5,
                  smoothing: float = 0.5, colour_match: bool = False, synthesize_every: int = 1,
-                 bend_time: float | None = 2.0, fade_in: float = 0.25, fine_flow: bool = True):
+                 bend_time: float | None = 2.0, fade_in: float = 0.25, fine_flow: bool = True,
+                 lips_own_brightness: bool = True):
         self.tracker = tracker
         self.aligner = Aligner(backend.resolution)
         self.synthesize = SynthesisStage(backend, max_intensity)
@@ -115,6 +127,9 @@ class FrameProcessor:
         # smoother, which takes the change last taken on that very crop.
         self.last_greys: dict[int, np.ndarray] = {}
         self.fade_in = FadeIn(fade_in)
+        # Over closed lips the paint may darken but not lighten (reggan/lips.py): a pale band of teeth there flipped
+        # with every syllable.
+        self.lips_own_brightness = lips_own_brightness
         # Each face is bent onto the template's features for the networks (reggan/anchoring.py), following its slow
         # geometry only; None: no bending.
         self.bends = (VideoBends(self.aligner.bend, self.aligner.template, bend_time)
@@ -200,8 +215,19 @@ class FrameProcessor:
         faces = face_frame.faces
         synthesized = self.synthesize(face_frame.crops, face_frame.weights, [face.keep for face in faces],
                                       face_frame.bends, [face.open_mouth for face in faces])
+        if self.lips_own_brightness:
+            synthesized = self._lips_kept(face_frame, synthesized)
         self._timed("synthesize", clock)
         return replace(face_frame, synthesized=synthesized)
+
+    def _lips_kept(self, face_frame: FaceFrame, synthesized: list[np.ndarray]) -> list[np.ndarray]:
+        """Each synthesized face without the lightening painted over its closed lips, where the warp put them (an
+        open mouth's inside is kept by the synthesizer already)."""
+        motion = self.synthesize.motion(face_frame.weights)
+        kept = []
+        for face, crop, new in zip(face_frame.faces, face_frame.crops, synthesized):
+            kept.append(lips_kept(crop, new, warped_lips(face.points, self.aligner.template, motion), face.open_mouth))
+        return kept
 
     def finish(self, face_frame: FaceFrame) -> np.ndarray:
         """Smooth the synthesized change, paste it back and remember it; frames must come in order."""

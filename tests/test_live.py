@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import subprocess
 import sys
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -182,6 +183,32 @@ def test_smoothing_flow_setting(setting, live, fine):
     assert fine_flow({"edit": {"smoothing_flow": setting}}, live) is fine
     with pytest.raises(UserError, match="choose auto, full or half"):
         fine_flow({"edit": {"smoothing_flow": "quarter"}}, live)
+
+
+def test_over_closed_lips_the_frame_loop_takes_out_the_paint_that_lightens_them(processor_factory):
+    # A face on the template, mouth closed, painted 40 levels lighter all over: the lips, where the smile's warp puts
+    # them, get none of it (reggan/lips.py); the rest of the face keeps it.
+    from live.processor import FaceFrame
+    from reggan.alignment import PlacedFace
+    from reggan.lips import OUTER_LIPS
+
+    processor = processor_factory("happy")
+    size = processor.aligner.resolution
+    points = processor.aligner.template.copy()
+    nothing = np.zeros((size, size), np.float32)
+    face = PlacedFace(np.eye(2, 3), points, nothing, nothing)
+    crop = np.full((size, size, 3), 120, np.uint8)
+    face_frame = FaceFrame(crop, 0.0, identities=[0], fresh=[True], faces=[face], crops=[crop],
+                           weights=[("happy", 1.0)])
+    kept = processor._lips_kept(face_frame, [crop + np.float32(40)])[0]
+    lips = points[OUTER_LIPS]
+    middle = np.round(lips.mean(axis=0)).astype(int)
+    assert np.allclose(kept[middle[1], middle[0]], 120, atol=1)  # inside the lips: the lightening is out
+    assert np.allclose(kept[size // 3, size // 2], 160)  # the brow: as painted
+    # An open mouth's inside is the synthesizer's to keep; the rule takes nothing out there.
+    open_face = PlacedFace(np.eye(2, 3), points, nothing, np.ones((size, size), np.float32))
+    opened = processor._lips_kept(replace(face_frame, faces=[open_face]), [crop + np.float32(40)])[0]
+    assert np.allclose(opened, 160)
 
 
 def test_frame_loop_benchmark_counts_repeated_frames_apart(processor_factory, astronaut, tmp_path):
