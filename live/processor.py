@@ -3,9 +3,9 @@
 Each stage is a small object; ``FrameProcessor`` wires them in steps. ``observe`` tracks a frame's faces, aligns
 and crops them (each frame's tracks follow the last frame's, so frames are observed in order); ``synthesize_faces``
 measures each face's optical flow back to its last crop and runs the model on them, which waits for no other
-frame's output, so the file loop runs it for several frames at once (live/loop.py); ``finish`` smooths the change, pastes it back and remembers it, in frame order. ``prepare`` is the
-first two and ``process`` all three, for a single frame, with no threads, so every stage can be tested on one
-frame. The loop owns the concurrency.
+frame's output, so the file loop runs it for several frames at once (live/loop.py); ``finish`` smooths the change,
+pastes it back and remembers it, in frame order. ``prepare`` is the first two and ``process`` all three, for a
+single frame, with no threads, so every stage can be tested on one frame. The loop owns the concurrency.
 """
 
 from __future__ import annotations
@@ -49,10 +49,7 @@ class SynthesisStage:
         active = self._active(weights)
         if not crops or not active:
             return [crop.astype(np.float32) for crop in crops]
-        moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
-        # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two (one
-        # expression: its own array, which the bend keeps what it derived from).
-        motion = None if moves is None else functools.reduce(np.add, moves)
+        moves, motion = self._warp(active)
         with self.lock:
             return synthesize_bent(lambda inputs, masks: self._synthesize(inputs, active, masks, moves, motion),
                                    crops, keeps, bends, None if motion is None else [motion] * len(crops),
@@ -63,11 +60,19 @@ class SynthesisStage:
         return [(self.backend.expressions.index(name), min(w, self.max_intensity)) for name, w in weights
                 if name != "neutral" and w > 0]
 
-    def motion(self, weights: list[tuple[str, float]]) -> np.ndarray | None:
-        """The warp's field for these weights  # [R, R, 2] (None: no warp, or nothing to change)."""
-        active = self._active(weights)
+    def _warp(self, active: list[tuple[int, float]]) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+        """Each active expression's warp field  # [R, R, 2] and the motion they make together; (None, None) when the
+        model has no warp."""
         moves = warp_displacements(self.backend, [label for label, _ in active], [weight for _, weight in active])
-        return None if not active or moves is None else functools.reduce(np.add, moves)
+        # Every field is linear in its strength, so a cross-fade moves the face by the weighted sum of the two (one
+        # expression: its own array, which the bend keeps what it derived from).
+        return moves, None if moves is None else functools.reduce(np.add, moves)
+
+    def motion(self, weights: list[tuple[str, float]]) -> np.ndarray | None:
+        """The warp's motion for these weights  # [R, R, 2] (None: no warp, or nothing to change). The fields are
+        cached per expression and strength, so asking again after a synthesis costs next to nothing."""
+        active = self._active(weights)
+        return self._warp(active)[1] if active else None
 
     def _synthesize(self, crops: list[np.ndarray], active: list[tuple[int, float]], keeps: list[np.ndarray],
                     moves: list[np.ndarray] | None, motion: np.ndarray | None) -> list[np.ndarray]:
